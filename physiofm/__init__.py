@@ -1,0 +1,3 @@
+"""physiofm: distributed pretraining for physiological foundation encoders."""
+
+__version__ = "0.1.0"
