@@ -31,7 +31,54 @@ def shared():
 
 
 @pytest.fixture(scope="session")
-def ray_local():
+def s3_endpoint():
+    """A real S3 API (moto's server) on 127.0.0.1; fake credentials in the environment.
+
+    Started before any Ray cluster of the session so that workers inherit the endpoint.
+    """
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    saved = {k: os.environ.get(k) for k in _S3_ENV}
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_ENDPOINT_URL=endpoint,
+        FSSPEC_S3_ENDPOINT_URL=endpoint,
+    )
+    try:
+        yield endpoint
+    finally:
+        server.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+_S3_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL",
+           "FSSPEC_S3_ENDPOINT_URL")
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint, request):
+    """A fresh bucket on the moto server; yields its `s3://name` URI."""
+    import uuid
+
+    import boto3
+
+    name = f"physiofm-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
+    yield f"s3://{name}"
+
+
+@pytest.fixture(scope="session")
+def ray_local(s3_endpoint):
     """A Ray cluster owned by this test session (never `ray stop`: that kills every Ray on the host)."""
     import ray
 
@@ -43,7 +90,7 @@ def ray_local():
         num_cpus=2,
         include_dashboard=False,
         log_to_driver=False,
-        runtime_env={"env_vars": {"PYTHONPATH": os.environ["PYTHONPATH"]}},
+        runtime_env={"env_vars": {k: os.environ[k] for k in ("PYTHONPATH", *_S3_ENV)}},
     )
     try:
         yield ray
