@@ -1,0 +1,1 @@
+"""Encoders: CBraMod criss-cross transformer, SCMM CNN, PhysioSync transformers, fusion heads (pure torch)."""

@@ -1,0 +1,1 @@
+"""Self-supervised and supervised objectives (pure torch, no Ray)."""

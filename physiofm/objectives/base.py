@@ -1,0 +1,28 @@
+"""The contract between a pretraining method and the platform's one training loop.
+
+A method is an encoder plus an objective. The loop streams batches (a dict of tensors named after
+the corpus' columns), calls `objective(batch)`, backpropagates the returned loss, and logs the
+metrics. `encoders()` names the modules that an export writes, so a trained encoder can be loaded
+on its own (e.g. `CBraMod.from_pretrained`).
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+from torch import nn
+
+
+class PretrainingObjective(nn.Module):
+    """Base class: subclasses hold their encoder(s) as submodules and implement `forward`."""
+
+    #: corpus columns the objective reads from each batch (the loader streams only these)
+    input_columns: tuple[str, ...] = ("x",)
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Return (scalar loss, metrics): metrics are detached scalars logged beside the loss."""
+        raise NotImplementedError
+
+    def encoders(self) -> dict[str, nn.Module]:
+        """Modules exported after training, by name (e.g. {"encoder": cbramod})."""
+        raise NotImplementedError
