@@ -18,6 +18,8 @@ class PretrainingObjective(nn.Module):
 
     #: corpus columns the objective reads from each batch (the loader streams only these)
     input_columns: tuple[str, ...] = ("x",)
+    #: columns used when the corpus has them (e.g. `channel_mask` of zero-filled ECG leads)
+    optional_columns: tuple[str, ...] = ()
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Return (scalar loss, metrics): metrics are detached scalars logged beside the loss."""
