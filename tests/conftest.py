@@ -88,7 +88,10 @@ def ray_local(s3_endpoint):
     ray.init(
         address="local",
         num_cpus=2,
-        include_dashboard=False,
+        # The dashboard serves Ray's state API; without it Ray Train's placement-group cleaner
+        # takes the live controller for dead and tears the first worker group down (Ray 2.60).
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
         log_to_driver=False,
         runtime_env={"env_vars": {k: os.environ[k] for k in ("PYTHONPATH", *_S3_ENV)}},
     )

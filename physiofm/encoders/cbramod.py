@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import torch
 import torch.nn.functional as F
@@ -191,16 +191,19 @@ class CBraMod(nn.Module):
         """Write config + state_dict, loadable with `torch.load(weights_only=True)`."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"format": EXPORT_FORMAT, "config": dataclasses.asdict(self.config),
-                   "state_dict": self.state_dict()}
+        state = {k: v.detach().float().cpu() for k, v in self.state_dict().items()}  # fp32 even after bf16
+        payload = {"format": EXPORT_FORMAT, "config": dataclasses.asdict(self.config), "state_dict": state}
         torch.save(payload, path)
         return path
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, map_location: str | torch.device = "cpu",
+    def from_pretrained(cls, path: str | Path | BinaryIO, map_location: str | torch.device = "cpu",
                         strict: bool = True) -> "CBraMod":
-        """Load the official `pretrained_weights.pth` (a bare state_dict) or a physiofm export."""
-        payload = torch.load(str(path), map_location=map_location, weights_only=True)
+        """Load the official `pretrained_weights.pth` (a bare state_dict) or a physiofm export.
+
+        `path` may also be an open binary file (e.g. read from object storage)."""
+        source = path if hasattr(path, "read") else str(path)
+        payload = torch.load(source, map_location=map_location, weights_only=True)
         if isinstance(payload, dict) and payload.get("format") == EXPORT_FORMAT:
             config = CBraModConfig(**payload["config"])
             state = payload["state_dict"]

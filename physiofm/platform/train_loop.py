@@ -1,0 +1,223 @@
+"""The one training loop: runs on every Ray Train worker, for every method.
+
+Builds the method's objective from the config, wraps it with `deepspeed.initialize` (ZeRO stage
+from `infra/deepspeed/`, AdamW with warm-up + cosine schedule, clipping, accumulation), streams
+the worker's dataset shard, logs to TensorBoard and `ray.train.report`, and checkpoints on every
+rank every K steps (each checkpoint also carries a consolidated export of the encoders).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from physiofm.platform.config import OptimConfig, TrainConfig
+from physiofm.platform.export import export_encoders
+
+CHECKPOINT_TAG = "state"  # DeepSpeed tag inside each reported checkpoint directory
+DEEPSPEED_KEY = "_deepspeed"  # the resolved DeepSpeed config travels beside the TrainConfig dict
+TENSORBOARD_KEY = "_tensorboard_dir"
+
+
+def warmup_cosine(optim: OptimConfig, total_steps: int):
+    """LR multiplier: linear warm-up, then cosine from lr down to min_lr at `total_steps`."""
+    floor = optim.min_lr / optim.lr
+
+    def factor(step: int) -> float:
+        if step < optim.warmup_steps:
+            return (step + 1) / optim.warmup_steps
+        span = max(1, total_steps - optim.warmup_steps)
+        progress = min(1.0, (step - optim.warmup_steps) / span)
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    import deepspeed
+    import ray.train
+    import ray.train.torch
+
+    config = dict(config)
+    ds_config = config.pop(DEEPSPEED_KEY)
+    tensorboard_dir = config.pop(TENSORBOARD_KEY, "")
+    cfg = TrainConfig.from_dict(config)
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.manual_seed(cfg.run.seed + rank)
+    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+    device = ray.train.torch.get_device()
+
+    checkpoint = ray.train.get_checkpoint()
+    initial = None
+    if checkpoint is None and getattr(cfg.method, "init_from", ""):
+        from physiofm.platform.methods import read_initial_weights
+
+        initial = read_initial_weights(cfg.method.init_from)
+    objective = cfg.method.build(seed=cfg.run.seed, initial_weights=initial)
+    trainable = [p for p in objective.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.optim.lr, betas=cfg.optim.betas,
+                                  weight_decay=cfg.optim.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(cfg.optim, cfg.run.max_steps))
+    engine, optimizer, _, scheduler = deepspeed.initialize(
+        model=objective, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config,
+        dist_init_required=False)
+    float_dtype = torch.bfloat16 if ds_config.get("bf16", {}).get("enabled") else torch.float32
+
+    resumed_from = ""
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            engine.load_checkpoint(directory, tag=CHECKPOINT_TAG)
+        resumed_from = checkpoint.path
+        if rank == 0:
+            print(f"[physiofm] resumed from checkpoint {checkpoint.path} at global_step={engine.global_steps}",
+                  flush=True)
+    start_step = engine.global_steps
+
+    writer = None
+    if rank == 0 and tensorboard_dir:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(tensorboard_dir)
+
+    shard = ray.train.get_dataset_shard("train")
+    window = _Window()
+    first_loss = math.nan
+    epoch = 0
+    while engine.global_steps < cfg.run.max_steps:
+        epoch += 1
+        batches_this_epoch = 0
+        waited_since = time.perf_counter()
+        for batch in shard.iter_torch_batches(
+                batch_size=cfg.data.batch_size, drop_last=True, device=device,
+                prefetch_batches=cfg.data.prefetch_batches,
+                local_shuffle_buffer_size=cfg.data.shuffle_buffer or None,
+                local_shuffle_seed=(cfg.run.seed + 7919 * epoch + rank) if cfg.data.shuffle_buffer else None):
+            waited = time.perf_counter() - waited_since
+            batches_this_epoch += 1
+            batch = {k: v.to(float_dtype) if v.is_floating_point() else v for k, v in batch.items()}
+            if hasattr(engine.module, "reseed"):  # masks depend on (seed, rank, step): resumes redraw them
+                engine.module.reseed(hash((cfg.run.seed, rank, engine.global_steps, engine.micro_steps)) % 2**63)
+            loss, metrics = engine(batch)
+            engine.backward(loss)
+            engine.step()
+            window.add(loss, metrics, len(next(iter(batch.values()))), waited)
+            step = engine.global_steps
+            boundary = engine.is_gradient_accumulation_boundary() or cfg.optim.grad_accum == 1
+            if math.isnan(first_loss):
+                first_loss = window.mean_loss()
+            done = step >= cfg.run.max_steps
+            if boundary and (step % cfg.run.log_every == 0 or step % cfg.run.checkpoint_every == 0 or done):
+                report = window.reduce(world)
+                report.update(global_step=step, lr=scheduler.get_last_lr()[0], epoch=epoch,
+                              first_loss=first_loss, start_step=start_step, resumed_from=resumed_from)
+                if writer is not None:
+                    for key in ("loss", "lr", "samples_per_s", "input_wait_share", *window.extra_keys):
+                        writer.add_scalar(f"train/{key}", report[key], step)
+                    writer.flush()
+                if rank == 0:
+                    print(f"[physiofm] step {step}/{cfg.run.max_steps} loss={report['loss']:.4f} "
+                          f"lr={report['lr']:.2e} samples/s={report['samples_per_s']:.1f} "
+                          f"input-wait={100 * report['input_wait_share']:.0f}%", flush=True)
+                if step % cfg.run.checkpoint_every == 0 or done:
+                    _save_and_report(engine, objective, report, rank, step)
+                else:
+                    ray.train.report(report)
+                window = _Window()
+            waited_since = time.perf_counter()
+            if done:
+                break
+        if batches_this_epoch == 0:
+            raise RuntimeError(
+                f"worker {rank} received no full batch of {cfg.data.batch_size} windows in epoch {epoch}: "
+                f"the corpus is too small for {world} workers; lower data.batch_size or scaling.num_workers")
+    if writer is not None:
+        writer.close()
+
+
+def _save_and_report(engine, objective, report: dict, rank: int, step: int) -> None:
+    import deepspeed
+    import ray.train
+
+    with tempfile.TemporaryDirectory(prefix="physiofm-ckpt-") as directory:
+        engine.save_checkpoint(directory, tag=CHECKPOINT_TAG)
+        # ZeRO-3 partitions parameters: gather them (collectively) before rank 0 writes the export.
+        with deepspeed.zero.GatheredParameters(list(objective.parameters()), modifier_rank=None):
+            if rank == 0:
+                export_encoders(objective, Path(directory) / "export")
+                (Path(directory) / "metrics.json").write_text(json.dumps(report, indent=1, default=str))
+        ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(directory),
+                         checkpoint_dir_name=f"step_{step:08d}")
+
+
+class _Window:
+    """Metrics accumulated between two reports, averaged over steps and over workers."""
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+        self.extras: dict[str, list[float]] = {}
+        self.samples = 0
+        self.waited = 0.0
+        self.started = time.perf_counter()
+
+    @property
+    def extra_keys(self) -> list[str]:
+        return sorted(self.extras)
+
+    def add(self, loss: torch.Tensor, metrics: dict, samples: int, waited: float) -> None:
+        self.losses.append(float(loss.detach().float()))
+        for key, value in metrics.items():
+            self.extras.setdefault(key, []).append(float(torch.as_tensor(value).detach().float()))
+        self.samples += samples
+        self.waited += waited
+
+    def mean_loss(self) -> float:
+        return sum(self.losses) / max(1, len(self.losses))
+
+    def reduce(self, world: int) -> dict[str, float]:
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        keys = self.extra_keys
+        local = torch.tensor([self.mean_loss(), self.samples / elapsed, self.waited / elapsed,
+                              *[sum(v) / len(v) for v in (self.extras[k] for k in keys)]], dtype=torch.float64)
+        if world > 1 and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(local)
+            local /= world
+        loss, rate, wait, *extra = local.tolist()
+        out = {"loss": loss, "samples_per_s": rate * world, "input_wait_share": min(1.0, wait)}
+        out.update(zip(keys, extra))
+        return out
+
+
+def deepspeed_config(cfg: TrainConfig, template: dict[str, Any], use_gpu: bool) -> dict[str, Any]:
+    """Fill a ZeRO template from `infra/deepspeed/` with the run's batch, accumulation and precision."""
+    out = json.loads(json.dumps(template))
+    out["train_micro_batch_size_per_gpu"] = cfg.data.batch_size
+    out["gradient_accumulation_steps"] = cfg.optim.grad_accum
+    out["gradient_clipping"] = cfg.optim.grad_clip
+    out.setdefault("zero_optimization", {})["stage"] = cfg.run.zero_stage
+    bf16 = cfg.run.precision == "bf16" or (cfg.run.precision == "auto" and use_gpu)
+    out["bf16"] = {"enabled": bf16}
+    out.pop("fp16", None)  # fp16 is GPU-only and loses range on physiological amplitudes
+    # A torch optimizer is passed in: DeepSpeed must not build its own (FusedAdam JIT-builds on CPU).
+    out["zero_allow_untested_optimizer"] = True
+    out.pop("optimizer", None)
+    out.pop("scheduler", None)
+    return out
+
+
+def deepspeed_template(stage: int, override_path: str = "") -> dict[str, Any]:
+    """The ZeRO config file of a stage: `infra/deepspeed/zero{stage}.json`, or a user file."""
+    path = Path(override_path) if override_path else _infra_dir() / "deepspeed" / f"zero{stage}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"DeepSpeed config not found: {path}")
+    return json.loads(path.read_text())
+
+
+def _infra_dir() -> Path:
+    return Path(os.environ.get("PHYSIOFM_INFRA", Path(__file__).resolve().parents[2] / "infra"))

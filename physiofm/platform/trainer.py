@@ -1,0 +1,208 @@
+"""Driver side of a pretraining run: check everything, then hand the one loop to Ray Train.
+
+`pretrain(cfg)` validates the corpus against the method before any worker starts (a corpus with
+no windows, the wrong window shape, or too few windows for the workers fails here, by name),
+prepares a raw corpus through the data pipeline when needed, connects to the cluster it runs in
+(or starts a local Ray), runs `TorchTrainer`, and returns a `RunSummary`.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from physiofm.data import storage
+from physiofm.platform.config import ConfigError, TrainConfig
+from physiofm.platform.train_loop import (DEEPSPEED_KEY, TENSORBOARD_KEY, deepspeed_config,
+                                          deepspeed_template, train_loop_per_worker)
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class RunSummary:
+    name: str
+    run_uri: str
+    global_step: int
+    start_step: int
+    resumed_from: str
+    first_loss: float
+    last_loss: float
+    samples_per_s: float
+    input_wait_share: float
+    checkpoint_uri: str
+    export_uri: str
+    tensorboard_uri: str
+    num_workers: int
+    elapsed_s: float
+    command: str = ""
+
+    def render(self) -> str:
+        resumed = (f"resumed from {self.resumed_from} (step {self.start_step})" if self.resumed_from
+                   else "started from scratch")
+        tensorboard = (f"tensorboard --logdir {self.tensorboard_uri} --host 127.0.0.1"
+                       if not storage.is_remote(self.tensorboard_uri)
+                       else f"copy {self.tensorboard_uri} locally, then tensorboard --logdir <copy> --host 127.0.0.1")
+        lines = [
+            "=" * 72,
+            f"physiofm run '{self.name}' finished: global_step={self.global_step}",
+            f"  {resumed}; {self.global_step - self.start_step} steps in this run on {self.num_workers} workers "
+            f"({self.elapsed_s:.0f} s)",
+            f"  loss {self.first_loss:.4f} (first step of this run) -> {self.last_loss:.4f} (last)",
+            f"  throughput {self.samples_per_s:.1f} samples/s, input wait {100 * self.input_wait_share:.0f}% "
+            f"of step time",
+            f"  checkpoint   {self.checkpoint_uri}",
+            f"  export       {self.export_uri}  (CBraMod.from_pretrained(<export>/encoder.pt))",
+            f"  resume       run the same command with a larger --max-steps (same --output and --name)",
+            f"  tensorboard  {tensorboard}",
+            "=" * 72,
+        ]
+        return "\n".join(lines)
+
+
+def connect_ray(address: str | None = None, log: Log = print) -> None:
+    """Join the cluster a job was submitted to (RAY_ADDRESS), or start a local Ray."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        log(f"connecting to the Ray cluster at {address}")
+        ray.init(address=address, log_to_driver=True)
+    else:
+        log("starting a local Ray (set RAY_ADDRESS or --address to join a cluster)")
+        ray.init(address="local", log_to_driver=True)
+
+
+def resolve_corpus(cfg: TrainConfig, log: Log = print) -> tuple[str, dict]:
+    """(prepared corpus URI, its info); a raw corpus is prepared first through the data pipeline."""
+    from physiofm.data.loader import corpus_info
+
+    uri = cfg.data.corpus
+    if not uri:
+        raise ConfigError("data.corpus is empty: give a prepared windows URI or raw recordings (--corpus)")
+    try:
+        return uri, corpus_info(uri)
+    except FileNotFoundError:
+        pass
+    if not storage.exists(uri):
+        raise ConfigError(f"data.corpus: nothing found at {uri!r}")
+    from physiofm.data.pipeline import prepare_corpus
+
+    prepared = cfg.data.prepared_cache or storage.join(cfg.run.storage, cfg.run.name, "corpus")
+    preset = cfg.data.preset or cfg.method.default_preset
+    log(f"{uri} holds raw recordings: preparing windows with preset '{preset}' into {prepared}")
+    prepare_corpus([uri], prepared, preset=preset)
+    return prepared, corpus_info(prepared)
+
+
+def check_corpus(cfg: TrainConfig, uri: str, info: dict) -> None:
+    windows = int(info.get("n_windows", 0))
+    if windows == 0:
+        raise ConfigError(f"data.corpus {uri!r} holds no windows (files ok: {info.get('n_ok', 0)}, "
+                          f"rejected: {info.get('n_rejected', 0)}; see its manifest.parquet)")
+    cfg.method.check_corpus({k: tuple(v["shape"]) for k, v in info.get("columns", {}).items()})
+    needed = cfg.scaling.num_workers * cfg.data.batch_size
+    if windows < needed:
+        raise ConfigError(f"data.corpus {uri!r} has {windows} windows, fewer than one batch per worker "
+                          f"(scaling.num_workers={cfg.scaling.num_workers} x data.batch_size="
+                          f"{cfg.data.batch_size} = {needed})")
+
+
+def worker_cpus(cfg: TrainConfig, log: Log = print) -> float:
+    """CPUs per training worker. Auto (0): 1, unless the workers would then hold every CPU of the
+    cluster: Ray Data's read tasks would never be scheduled and training would wait forever."""
+    import ray
+
+    if cfg.scaling.cpus_per_worker > 0:
+        return cfg.scaling.cpus_per_worker
+    total = float(ray.cluster_resources().get("CPU", 0.0))
+    workers = cfg.scaling.num_workers
+    if total - workers >= 1.0 or total == 0.0:
+        return 1.0
+    share = max(0.25, round((total - 1.0) / workers, 2))
+    log(f"{workers} workers on {total:g} CPUs: {share:g} CPU per worker, leaving room for Ray Data")
+    return share
+
+
+def existing_checkpoints(run_uri: str) -> list[str]:
+    fs, path = storage.fsspec_filesystem(run_uri)
+    if not fs.exists(path):
+        return []
+    return sorted(p.rsplit("/", 1)[-1] for p in fs.ls(path, detail=False) if p.rsplit("/", 1)[-1].startswith("step_"))
+
+
+def pretrain(cfg: TrainConfig, *, address: str | None = None, log: Log = print) -> RunSummary:
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    started = time.perf_counter()
+    corpus, info = resolve_corpus(cfg, log)
+    check_corpus(cfg, corpus, info)
+    if getattr(cfg.method, "init_from", ""):
+        from physiofm.platform.methods import read_initial_weights
+
+        try:
+            cfg.method.build(initial_weights=read_initial_weights(cfg.method.init_from))
+        except ConfigError:
+            raise
+        except Exception as err:  # noqa: BLE001 - any unreadable weights file is a config error here
+            raise ConfigError(f"method.init_from {cfg.method.init_from!r} cannot be loaded: {err}") from err
+    template = deepspeed_template(cfg.run.zero_stage)
+
+    run_uri = storage.join(cfg.run.storage, cfg.run.name)
+    previous = existing_checkpoints(run_uri)
+    if previous:
+        log(f"run '{cfg.run.name}' has checkpoints in {run_uri}: resuming from {previous[-1]}")
+    connect_ray(address, log)
+
+    from physiofm.data.loader import training_dataset
+
+    required, optional = cfg.method.columns
+    available = set(info.get("columns", {})) | set(info.get("metadata_columns", []))
+    columns = [*required, *(c for c in optional if c in available)]
+    dataset = training_dataset(corpus, columns=columns)
+
+    if storage.is_remote(cfg.run.storage):
+        storage_fs, storage_path = storage.pyarrow_filesystem(cfg.run.storage, via_fsspec=True)
+        tensorboard_dir = str(Path.home() / ".cache" / "physiofm" / "tensorboard" / cfg.run.name)
+    else:
+        storage_fs, storage_path = None, storage.strip_scheme(cfg.run.storage)
+        tensorboard_dir = os.path.join(storage_path, cfg.run.name, "tensorboard")
+    loop_config = cfg.to_dict()
+    loop_config[DEEPSPEED_KEY] = deepspeed_config(cfg, template, cfg.scaling.use_gpu)
+    loop_config[TENSORBOARD_KEY] = tensorboard_dir
+
+    resources = {"CPU": worker_cpus(cfg, log), **cfg.scaling.resources_per_worker}
+    if cfg.scaling.use_gpu:
+        resources["GPU"] = cfg.scaling.gpus_per_worker
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        scaling_config=ray.train.ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
+                                               resources_per_worker=resources),
+        run_config=ray.train.RunConfig(
+            name=cfg.run.name, storage_path=storage_path, storage_filesystem=storage_fs,
+            failure_config=ray.train.FailureConfig(max_failures=cfg.run.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.run.keep_checkpoints)),
+        datasets={"train": dataset},
+    )
+    log(f"training {cfg.method.name} on {info['n_windows']} windows with {cfg.scaling.num_workers} workers, "
+        f"ZeRO-{cfg.run.zero_stage}, up to global_step={cfg.run.max_steps}")
+    result = trainer.fit()
+    metrics = result.metrics or {}
+    checkpoint_path = result.checkpoint.path if result.checkpoint else ""
+    checkpoint_uri = storage.to_uri(cfg.run.storage, checkpoint_path) if checkpoint_path else ""
+    return RunSummary(
+        name=cfg.run.name, run_uri=run_uri,
+        global_step=int(metrics.get("global_step", 0)), start_step=int(metrics.get("start_step", 0)),
+        resumed_from=str(metrics.get("resumed_from", "")),
+        first_loss=float(metrics.get("first_loss", float("nan"))), last_loss=float(metrics.get("loss", float("nan"))),
+        samples_per_s=float(metrics.get("samples_per_s", 0.0)),
+        input_wait_share=float(metrics.get("input_wait_share", 0.0)),
+        checkpoint_uri=checkpoint_uri, export_uri=storage.join(checkpoint_uri, "export") if checkpoint_uri else "",
+        tensorboard_uri=tensorboard_dir, num_workers=cfg.scaling.num_workers,
+        elapsed_s=time.perf_counter() - started)
