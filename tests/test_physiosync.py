@@ -303,3 +303,19 @@ def test_objective_rejects_bad_batches_and_configs():
     with pytest.raises(ValueError, match="variant must be one of"):
         _small_config(variant="independent").build()
     assert objective.tau == 0.1 and _small_config(variant="cross").build().tau == 0.07
+
+
+def test_group_and_augmentation_draws_resume_from_the_state_dict():
+    gen = torch.Generator().manual_seed(3)
+    batch = {"eeg": torch.randn(4, 5, 4, 32, generator=gen), "peripheral": torch.randn(4, 5, 1, 32, generator=gen)}
+    running = _small_config(seed=5).build()
+    running(batch)  # advance the draws
+    resumed, restarted = _small_config(seed=6).build(), _small_config(seed=6).build()
+    resumed.load_state_dict(running.state_dict())
+    restarted.load_state_dict(running.state_dict())
+    restarted.generator.manual_seed(5)  # same weights, draws from the start of the stream
+    losses = []
+    for objective in (running, resumed, restarted):
+        torch.manual_seed(0)  # dropout draws from the global generator
+        losses.append(objective(batch)[0].item())
+    assert losses[0] == losses[1] != losses[2]

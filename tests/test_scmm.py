@@ -244,6 +244,8 @@ def test_encoder_feature_dim_follows_band_count():
 def test_published_settings_and_unknown_pair():
     config = SCMMObjectiveConfig.for_transfer("seed", "deap")
     assert (config.alpha, config.sharpness, config.tau) == (0.5, 0.2, 0.05)
+    config = SCMMObjectiveConfig.for_transfer("SEED-IV", "SEED", seed=9)
+    assert (config.alpha, config.sharpness, config.tau, config.seed) == (0.5, 0.05, 0.5, 9)
     with pytest.raises(ValueError, match="deap->seed_iv; allowed: seed_iv->seed"):
         SCMMObjectiveConfig.for_transfer("deap", "seed_iv")
 
@@ -269,3 +271,20 @@ def test_objective_keeps_batch_intact_and_can_be_optimised():
     assert last[0] < first[0] and last[1] < first[1] and last[2] < 0.5 * first[2]
     encoder = objective.encoders()["encoder"]
     assert encoder(x).shape == (16, model.encoder.feature_dim)
+
+
+def test_resumed_objective_draws_the_same_masks(tmp_path):
+    """The masking generator's state is part of the state_dict, which loads with weights_only=True."""
+    model = SCMMConfig(SCMMEncoderConfig(n_channels=6, width=16), projector_hidden=16, projector_dim=8)
+    running = SCMMObjectiveConfig(model=model, seed=11).build()
+    batch = {"x": torch.rand(4, 6, 5)}
+    for _ in range(3):
+        running(batch)
+    torch.save(running.state_dict(), tmp_path / "objective.pt")
+
+    resumed = SCMMObjectiveConfig(model=model, seed=0).build()
+    resumed.load_state_dict(torch.load(tmp_path / "objective.pt", weights_only=True))
+    loss, metrics = running(batch)
+    loss_resumed, metrics_resumed = resumed(batch)
+    assert metrics["masked_fraction"] == metrics_resumed["masked_fraction"]
+    assert loss.item() == loss_resumed.item()

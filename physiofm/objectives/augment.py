@@ -16,6 +16,21 @@ def draw(sampler, shape: tuple[int, ...], generator: torch.Generator | None, lik
     return sampler(shape, generator=generator, device=device, dtype=dtype or like.dtype).to(like.device)
 
 
+class GeneratorInState:
+    """Mixin for modules drawing from `self.generator`: its state travels in the state_dict.
+
+    A run resumed from a checkpoint then continues the same stream of masks, groups and noise.
+    """
+
+    generator: torch.Generator
+
+    def get_extra_state(self) -> dict[str, torch.Tensor]:
+        return {"generator": self.generator.get_state()}
+
+    def set_extra_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.generator.set_state(state["generator"])
+
+
 def scale_amplitude(
     x: torch.Tensor, low: float = 0.8, high: float = 1.2, generator: torch.Generator | None = None
 ) -> torch.Tensor:

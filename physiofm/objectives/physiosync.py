@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from physiofm.encoders.physiosync import PhysioSyncEncoderConfig, ProjectorConfig
-from physiofm.objectives.augment import AugmentConfig
+from physiofm.objectives.augment import AugmentConfig, GeneratorInState
 from physiofm.objectives.base import PretrainingObjective
 
 VARIANTS = ("dependent", "cross")
@@ -149,7 +149,7 @@ class PhysioSyncObjectiveConfig:
         return PhysioSyncObjective(self)
 
 
-class PhysioSyncObjective(PretrainingObjective):
+class PhysioSyncObjective(GeneratorInState, PretrainingObjective):
     """0.5 LS-TCL(EEG) + 0.5 LS-TCL(peripheral) + CM-CA on subject-group-pooled features.
 
     Batch {"eeg": (B, S, C_eeg, T), "peripheral": (B, S, C_p, T)}: B stimulus segments (same trial,

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from physiofm.encoders.scmm import SCMMConfig
-from physiofm.objectives.augment import draw
+from physiofm.objectives.augment import GeneratorInState, draw
 from physiofm.objectives.base import PretrainingObjective
 
 # (alpha, sharpness, tau) of the published transfer settings, keyed by (source, target) corpus.
@@ -152,7 +152,8 @@ class SCMMObjectiveConfig:
 
     @classmethod
     def for_transfer(cls, source: str, target: str, **overrides) -> "SCMMObjectiveConfig":
-        """The published (alpha, sharpness, tau) of a source -> target corpus pair."""
+        """The published (alpha, sharpness, tau) of a source -> target corpus pair ("SEED-IV" = "seed_iv")."""
+        source, target = (name.lower().replace("-", "_") for name in (source, target))
         if (source, target) not in SOFT_WEIGHT_SETTINGS:
             allowed = ", ".join(f"{s}->{t}" for s, t in SOFT_WEIGHT_SETTINGS)
             raise ValueError(f"no published SCMM setting for {source}->{target}; allowed: {allowed}")
@@ -163,7 +164,7 @@ class SCMMObjectiveConfig:
         return SCMMObjective(self)
 
 
-class SCMMObjective(PretrainingObjective):
+class SCMMObjective(GeneratorInState, PretrainingObjective):
     """Batch {"x": (B, C, F) DE features} -> uncertainty-weighted soft contrastive + reconstruction."""
 
     input_columns = ("x",)
