@@ -159,6 +159,10 @@ def test_subject_groups_are_disjoint_halves_and_seeded():
     assert torch.equal(group_a, again[0]) and torch.equal(group_b, again[1])
     with pytest.raises(ValueError, match="at least 2 subjects.*got 1"):
         draw_subject_groups(1)
+    small_a, small_b = draw_subject_groups(32, torch.Generator().manual_seed(0), group_size=3)
+    assert len(small_a) == len(small_b) == 3 and not set(small_a.tolist()) & set(small_b.tolist())
+    with pytest.raises(ValueError, match=r"group_size must lie in \[1, 4\] for 9 subjects, got 5"):
+        draw_subject_groups(9, group_size=5)
 
 
 def test_group_pooling_takes_the_maximum_over_each_group():
@@ -287,6 +291,15 @@ def test_objective_can_be_optimised(variant):
     encoders = objective.encoders()
     assert set(encoders) == {"eeg", "peripheral"}
     assert encoders["eeg"](batch["eeg"][:, 0]).shape == (8, 64)
+
+
+def test_objective_encodes_only_the_drawn_subjects():
+    objective = _small_config(subjects_per_group=2).build()
+    encoded = []
+    objective.eeg_encoder.register_forward_hook(lambda module, args, out: encoded.append(args[0].shape[0]))
+    batch = {"eeg": torch.randn(3, 10, 4, 32), "peripheral": torch.randn(3, 10, 1, 32)}
+    loss, _ = objective(batch)
+    assert encoded == [3 * 4] and torch.isfinite(loss)
 
 
 def test_objective_rejects_bad_batches_and_configs():

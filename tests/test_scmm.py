@@ -76,13 +76,6 @@ def test_aliased_upstream_batch_reproduces_its_losses():
     assert abs(intact.item() - loss_c.item()) > 1e-4
 
 
-def test_fixture_mask_is_the_masking_rule():
-    """The upstream mask zeroes exactly the dropped entries; the fixture's masked half is x ⊙ keep."""
-    keep, x_orig, x_masked = _fixture("mask_keep"), _fixture("x_orig"), _fixture("x_masked")
-    assert torch.equal(x_orig.masked_fill(~keep, 0.0), x_masked)
-    assert torch.equal(_fixture("x_in"), torch.cat([x_orig, x_masked]))
-
-
 # ---------------------------------------------------------------- independent float64 reference
 
 

@@ -97,12 +97,18 @@ def cross_modal_consistency_loss(
     return 0.5 * loss(eeg_swapped, tau) + 0.5 * loss(gsr_swapped, tau)
 
 
-def draw_subject_groups(n_subjects: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two disjoint random halves of range(n_subjects) (the first gets the smaller half when odd)."""
+def draw_subject_groups(
+    n_subjects: int, generator: torch.Generator | None = None, group_size: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two disjoint random groups of range(n_subjects): `group_size` each, or halves (the first
+    the smaller when odd) when it is None."""
     if n_subjects < 2:
         raise ValueError(f"LS-TCL needs at least 2 subjects per segment to form two groups, got {n_subjects}")
+    if group_size is not None and not 1 <= group_size <= n_subjects // 2:
+        raise ValueError(f"group_size must lie in [1, {n_subjects // 2}] for {n_subjects} subjects, got {group_size!r}")
     order = torch.randperm(n_subjects, generator=generator)
-    return order[: n_subjects // 2], order[n_subjects // 2 :]
+    size = n_subjects // 2 if group_size is None else group_size
+    return order[:size], order[size : n_subjects if group_size is None else 2 * size]
 
 
 def pool_subject_groups(embeddings: torch.Tensor, group_a: torch.Tensor, group_b: torch.Tensor) -> torch.Tensor:
@@ -132,6 +138,7 @@ class PhysioSyncObjectiveConfig:
     variant: str = "dependent"
     tau: float | None = None  # None: the published 0.1 (dependent) or 0.07 (cross)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    subjects_per_group: int | None = None  # None: all subjects of a segment, split in halves
     seed: int = 0  # subject groups and augmentation draws
 
     @classmethod
@@ -177,11 +184,13 @@ class PhysioSyncObjective(GeneratorInState, PretrainingObjective):
         self.generator = torch.Generator().manual_seed(config.seed)
 
     def _pooled_features(self, encoder: nn.Module, x: torch.Tensor, groups) -> torch.Tensor:
+        # only the drawn subjects are encoded; the groups then index into that selection
+        x = x.index_select(1, torch.cat(groups).to(x.device))
         if self.training:
             x = self.config.augment.apply(x, self.generator)
-        segments, subjects = x.shape[:2]
-        features = encoder(x.flatten(0, 1)).view(segments, subjects, -1)
-        return pool_subject_groups(features, *groups)
+        features = encoder(x.flatten(0, 1)).view(x.shape[0], x.shape[1], -1)
+        positions, n_first = torch.arange(x.shape[1]), len(groups[0])
+        return pool_subject_groups(features, positions[:n_first], positions[n_first:])
 
     def forward(self, batch):
         eeg, peripheral = batch["eeg"], batch["peripheral"]
@@ -190,7 +199,7 @@ class PhysioSyncObjective(GeneratorInState, PretrainingObjective):
                              f"and subjects, got {tuple(eeg.shape)} and {tuple(peripheral.shape)}")
         if eeg.shape[0] < 2:
             raise ValueError(f"contrastive pretraining needs at least 2 segments per batch, got {eeg.shape[0]}")
-        groups = draw_subject_groups(eeg.shape[1], self.generator)
+        groups = draw_subject_groups(eeg.shape[1], self.generator, self.config.subjects_per_group)
         e_eeg = self._pooled_features(self.eeg_encoder, eeg, groups)
         e_peripheral = self._pooled_features(self.peripheral_encoder, peripheral, groups)
         loss_eeg = self.loss_fn(self.eeg_projector(e_eeg), self.tau)
