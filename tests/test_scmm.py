@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import shared_path
+from tests.conftest import shared_path
 from physiofm.encoders.scmm import SCMMClassifierConfig, SCMMConfig, SCMMEncoderConfig
 from physiofm.objectives.scmm import (
     SCMMObjectiveConfig,

@@ -1,0 +1,1 @@
+"""Ray Train + DeepSpeed pretraining loop, run configs, checkpoints, exports, Tune search."""
