@@ -1,0 +1,25 @@
+"""Embedded demo corpora for jobs run without `--corpus`: small synthetic trees in native layouts,
+written once into a cache folder and read back through the real readers and pipeline."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _demo(kind: str, folder: Path) -> str:
+    from physiofm.data.synthetic import write_demo_corpus
+
+    done = folder.parent / f".{folder.name}.complete"  # beside the tree, not a file the pipeline walks
+    if not done.exists():
+        write_demo_corpus(kind, folder)
+        done.write_text("written by physiofm.data.synthetic.write_demo_corpus\n")
+    return str(folder)
+
+
+def ecg_demo_corpus(folder: Path) -> str:
+    """PTB-XL-like WFDB tree: 12-lead, 500 Hz, 10-s records."""
+    return _demo("ecg", folder)
+
+
+def eeg_demo_corpus(folder: Path) -> str:
+    """TUEG-like EDF tree, long enough for the CBraMod recipe's trims and minimum duration."""
+    return _demo("eeg", folder)
