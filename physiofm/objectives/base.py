@@ -21,6 +21,16 @@ class PretrainingObjective(nn.Module):
     #: columns used when the corpus has them (e.g. `channel_mask` of zero-filled ECG leads)
     optional_columns: tuple[str, ...] = ()
 
+    def reseed(self, seed: int) -> None:
+        """Restart the objective's random draws (masks, groups, noise) from `seed`.
+
+        The training loop calls this every step with a seed derived from (run seed, rank, step):
+        ranks draw different masks, and a resumed run draws the same ones it would have drawn.
+        """
+        generator = getattr(self, "generator", None)
+        if isinstance(generator, torch.Generator):
+            generator.manual_seed(seed)
+
     def forward(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Return (scalar loss, metrics): metrics are detached scalars logged beside the loss."""
         raise NotImplementedError

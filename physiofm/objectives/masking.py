@@ -89,9 +89,6 @@ class MaskedReconstruction(PretrainingObjective):
     input_columns = ("x",)
     optional_columns = ("channel_mask",)
 
-    def reseed(self, seed: int) -> None:
-        self.generator.manual_seed(seed)
-
     def forward(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         x = batch["x"]
         b, c, n, _ = x.shape

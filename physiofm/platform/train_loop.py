@@ -102,8 +102,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             waited = time.perf_counter() - waited_since
             batches_this_epoch += 1
             batch = {k: v.to(float_dtype) if v.is_floating_point() else v for k, v in batch.items()}
-            if hasattr(engine.module, "reseed"):  # masks depend on (seed, rank, step): resumes redraw them
-                engine.module.reseed(hash((cfg.run.seed, rank, engine.global_steps, engine.micro_steps)) % 2**63)
+            # Masks depend on (seed, rank, micro-step) only: ranks differ, resumed runs redraw the same.
+            micro = engine.global_steps * cfg.optim.grad_accum + engine.micro_steps % cfg.optim.grad_accum
+            engine.module.reseed(_draw_seed(cfg.run.seed, rank, micro))
             loss, metrics = engine(batch)
             engine.backward(loss)
             engine.step()
@@ -139,6 +140,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 f"the corpus is too small for {world} workers; lower data.batch_size or scaling.num_workers")
     if writer is not None:
         writer.close()
+
+
+def _draw_seed(seed: int, rank: int, micro_step: int) -> int:
+    return int(torch.randint(0, 2**62, (1,), generator=torch.Generator().manual_seed(
+        (seed * 1_000_003 + rank) * 1_000_000_007 + micro_step)).item())
 
 
 def _save_and_report(engine, objective, report: dict, rank: int, step: int) -> None:
