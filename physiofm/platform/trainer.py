@@ -87,7 +87,9 @@ def resolve_corpus(cfg: TrainConfig, log: Log = print) -> tuple[str, dict]:
     try:
         return uri, corpus_info(uri)
     except FileNotFoundError:
-        pass
+        pass  # no corpus.json: raw recordings, prepared just below
+    except ValueError as err:  # a prepared corpus that holds no windows
+        raise ConfigError(f"data.corpus: {err}") from err
     if not storage.exists(uri):
         raise ConfigError(f"data.corpus: nothing found at {uri!r}")
     from physiofm.data.pipeline import prepare_corpus
@@ -95,15 +97,15 @@ def resolve_corpus(cfg: TrainConfig, log: Log = print) -> tuple[str, dict]:
     prepared = cfg.data.prepared_cache or storage.join(cfg.run.storage, cfg.run.name, "corpus")
     preset = cfg.data.preset or cfg.method.default_preset
     log(f"{uri} holds raw recordings: preparing windows with preset '{preset}' into {prepared}")
-    prepare_corpus([uri], prepared, preset=preset)
-    return prepared, corpus_info(prepared)
+    prepare_corpus([uri], prepared, preset=preset, progress=log)
+    try:
+        return prepared, corpus_info(prepared)
+    except ValueError as err:
+        raise ConfigError(f"data.corpus: {err}") from err
 
 
 def check_corpus(cfg: TrainConfig, uri: str, info: dict) -> None:
-    windows = int(info.get("n_windows", 0))
-    if windows == 0:
-        raise ConfigError(f"data.corpus {uri!r} holds no windows (files ok: {info.get('n_ok', 0)}, "
-                          f"rejected: {info.get('n_rejected', 0)}; see its manifest.parquet)")
+    windows = int(info["counts"]["windows"])
     cfg.method.check_corpus({k: tuple(v["shape"]) for k, v in info.get("columns", {}).items()})
     needed = cfg.scaling.num_workers * cfg.data.batch_size
     if windows < needed:
@@ -190,7 +192,7 @@ def pretrain(cfg: TrainConfig, *, address: str | None = None, log: Log = print) 
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.run.keep_checkpoints)),
         datasets={"train": dataset},
     )
-    log(f"training {cfg.method.name} on {info['n_windows']} windows with {cfg.scaling.num_workers} workers, "
+    log(f"training {cfg.method.name} on {info['counts']['windows']} windows with {cfg.scaling.num_workers} workers, "
         f"ZeRO-{cfg.run.zero_stage}, up to global_step={cfg.run.max_steps}")
     result = trainer.fit()
     metrics = result.metrics or {}
