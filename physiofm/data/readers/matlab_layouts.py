@@ -109,7 +109,8 @@ def read_dreamer(path: str, source: str) -> list[Recording]:
     recordings = []
     for s, subject in enumerate(subjects):
         eeg, ecg = subject["EEG"][0, 0], subject["ECG"][0, 0]
-        scores = {k: np.asarray(subject[f"Score{k.capitalize()}"]).ravel() for k in ("valence", "arousal", "dominance")}
+        scores = {k: np.asarray(subject[f"Score{k.capitalize()}"][0, 0], dtype=float).ravel()
+                  for k in ("valence", "arousal", "dominance")}
         for t in range(eeg["stimuli"][0, 0].shape[0]):
             parts = {}
             for part in ("stimuli", "baseline"):

@@ -53,12 +53,12 @@ def read_wfdb(header_path: str, source: str) -> list[Recording]:
     if header.sig_len and data.shape[1] != expected:
         raise RecordingRejected(f"truncated WFDB record: header declares {expected} samples, read {data.shape[1]}")
     meta["nan_samples"] = int(np.isnan(data).sum())
-    subject, session = _identity(source, record.record_name)
+    dataset, subject, session = _identity(source, record.record_name)
     return [Recording(
         data=np.ascontiguousarray(data, dtype=np.float64), ch_names=list(record.sig_name),
         ch_types=[type_from_label(name) for name in record.sig_name],
         units=[unit or "mV" for unit in record.units], sfreq=float(sfreq), source=source,
-        dataset="wfdb", subject=subject, session=session, meta=meta,
+        dataset=dataset, subject=subject, session=session, meta=meta,
     )]
 
 
@@ -82,8 +82,11 @@ def _to_highest_rate(signals: list[np.ndarray], samps_per_frame: list[int]) -> n
     return np.stack(out)
 
 
-def _identity(source: str, record_name: str) -> tuple[str, str]:
-    match = _MIMIC.search(source.replace("\\", "/"))
+def _identity(source: str, record_name: str) -> tuple[str, str, str]:
+    """(dataset, subject, session) from the path layouts of MIMIC-IV-ECG and PTB-XL."""
+    path = source.replace("\\", "/")
+    match = _MIMIC.search(path)
     if match:
-        return match["subject"], match["session"]
-    return Path(record_name).name, ""
+        return "mimic-iv-ecg", match["subject"], match["session"]
+    dataset = "ptbxl" if re.search(r"/records(100|500)/", path) else "wfdb"
+    return dataset, Path(record_name).name, ""
