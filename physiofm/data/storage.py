@@ -162,15 +162,16 @@ def retry(operation: Callable[[], T], policy: RetryPolicy = RetryPolicy(), what:
 
 # ---------------------------------------------------------------- listing and local copies
 
-def walk(uri: str, **options: Any) -> list[str]:
-    """Every file URI under `uri` (recursively), sorted; `uri` itself when it is a file."""
+def walk(uri: str, **options: Any) -> dict[str, int]:
+    """{file URI: size in bytes} of every file under `uri` (recursively), sorted; `uri` itself when
+    it is a file."""
     fs, path = fsspec_filesystem(uri, **options)
     if retry(lambda: fs.isfile(path), what=f"stat {uri}"):
-        return [to_uri(uri, path)]
+        return {to_uri(uri, path): int(retry(lambda: fs.size(path), what=f"stat {uri}"))}
     if not retry(lambda: fs.isdir(path), what=f"stat {uri}"):
         raise FileNotFoundError(f"input not found: {uri}")
-    found = retry(lambda: fs.find(path), what=f"list {uri}")
-    return sorted(to_uri(uri, p) for p in found)
+    found = retry(lambda: fs.find(path, detail=True), what=f"list {uri}")
+    return {to_uri(uri, p): int(info.get("size") or 0) for p, info in sorted(found.items())}
 
 
 @contextlib.contextmanager

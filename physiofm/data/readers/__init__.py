@@ -105,4 +105,6 @@ def _check_not_empty(path: str) -> None:
 
 
 def _checked(recordings: list[Recording]) -> list[Recording]:
+    if not recordings:
+        raise RecordingRejected("no signal: the file holds no trials")
     return [check_signal(r) for r in recordings]
