@@ -65,3 +65,10 @@ def hostile_pickle(target: str | Path, marker: str | Path) -> Path:
     content = {"data": _WouldRun(str(marker)), "labels": np.ones((1, 4))}
     Path(target).write_bytes(pickle.dumps(content, protocol=2))
     return Path(target)
+
+
+def nan_filled_deap(target: str | Path, n_trials: int = 1) -> Path:
+    """A DEAP-shaped `.dat` whose signals are all NaN (a failed export)."""
+    content = {"data": np.full((n_trials, 40, 8064), np.nan, dtype=np.float32), "labels": np.ones((n_trials, 4))}
+    Path(target).write_bytes(pickle.dumps(content, protocol=2))
+    return Path(target)

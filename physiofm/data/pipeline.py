@@ -13,6 +13,7 @@ import os
 import secrets
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -50,7 +51,8 @@ def list_inputs(inputs: list[str], fmt: str = "auto", **storage_options: Any) ->
     for uri in inputs:
         sizes = storage.walk(uri, **storage_options)
         named_directly = len(sizes) == 1 and next(iter(sizes)) == storage.to_uri(uri, storage.strip_scheme(uri))
-        headers = {os.path.splitext(p)[0] for p in sizes if extension(p) == ".hea"}
+        grouped = fmt in ("auto", "wfdb")
+        headers = {os.path.splitext(p)[0] for p in sizes if grouped and extension(p) == ".hea"}
         for path, size in sizes.items():
             stem, ext = os.path.splitext(path)
             if ext.lower() != ".hea" and stem in headers:
@@ -266,12 +268,15 @@ class _Run:
         name = f"{time.strftime('%Y%m%dT%H%M%S')}-{self.sequence:05d}-{secrets.token_hex(3)}"
         dataset = ray.data.from_items([{"path": i.path, "fmt": i.fmt, "bytes": i.bytes} for i in items],
                                       override_num_blocks=len(items))
-        dataset = dataset.map_batches(
-            _process_batch, batch_size=1, num_cpus=self.num_cpus,
-            ray_remote_args_fn=lambda: {"max_retries": self.task_retries},
-            fn_kwargs={"preset": self.preset, "policy": self.policy, "options": self.options,
-                       "expected_shapes": expected, "collector": self.collector},
-        )
+        with warnings.catch_warnings():
+            # Ray Data retries a task whose worker died forever (max_retries=-1): a file that kills
+            # its worker would hang the run. Only the deprecated remote-args route can bound it.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            dataset = dataset.map_batches(
+                _process_batch, batch_size=1, num_cpus=self.num_cpus, max_retries=self.task_retries,
+                fn_kwargs={"preset": self.preset, "policy": self.policy, "options": self.options,
+                           "expected_shapes": expected, "collector": self.collector},
+            )
         try:
             dataset.write_parquet(self.windows_path, filesystem=self.filesystem, min_bytes_per_file=self.shard_bytes,
                                   filename_provider=FilenameProvider(dataset_uuid=name, file_format="parquet"))
