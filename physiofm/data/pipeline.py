@@ -9,6 +9,7 @@ halves until the culprit stands alone and is rejected with the error text.
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import sys
@@ -118,7 +119,7 @@ def process_file(item: InputFile, preset: Preset, policy: storage.RetryPolicy, o
                    subject=",".join(subjects) if len(subjects) <= 3 else f"{len(subjects)} subjects",
                    duration_s=float(sum(t.duration_s for t in trials)), sfreq=first.sfreq,
                    channels=json.dumps(first.ch_names))
-        notes = [n for n in first.meta.get("notes", [])]
+        notes = list(first.meta.get("notes", []))
         shapes = None
         for rec in trials:
             label = f"trial {rec.trial}: " if len(trials) > 1 else ""
@@ -179,8 +180,8 @@ class _Collector:
 
 def prepare_corpus(inputs: list[str], output: str, preset: str | Preset = "cbramod-eeg", fmt: str = "auto",
                    overwrite: bool = False, *, preset_options: dict[str, Any] | None = None,
-                   files_per_commit: int = 64, shard_mb: float = 128.0, num_cpus: float = 1.0,
-                   task_retries: int = 2, storage_options: dict[str, Any] | None = None,
+                   files_per_commit: int | None = None, files_per_task: int = 16, shard_mb: float = 128.0,
+                   num_cpus: float = 1.0, task_retries: int = 2, storage_options: dict[str, Any] | None = None,
                    retry_policy: storage.RetryPolicy = storage.RetryPolicy(),
                    progress: Callable[[str], None] | None = None,
                    on_commit: Callable[[dict], None] | None = None) -> dict[str, Any]:
@@ -189,6 +190,8 @@ def prepare_corpus(inputs: list[str], output: str, preset: str | Preset = "cbram
 
     Re-running on the same output resumes; `overwrite=True` starts again. Uses the running Ray
     cluster, or starts a local one. `on_commit(info)` is called after every committed batch.
+    A batch holds `files_per_commit` files (default: 8 per cluster CPU, at least 64); its tasks
+    take up to `files_per_task` files each, and at least two tasks per CPU are made.
     """
     import ray
 
@@ -196,8 +199,6 @@ def prepare_corpus(inputs: list[str], output: str, preset: str | Preset = "cbram
     say = progress or (lambda line: print(line, file=sys.stderr, flush=True))
     options = dict(storage_options or {})
     preset = get_preset(preset, **(preset_options or {}))
-    if files_per_commit < 1:
-        raise ValueError(f"files_per_commit must be >= 1, got {files_per_commit}")
     layout = CorpusLayout(output, options)
     if overwrite:
         layout.reset()
@@ -214,24 +215,35 @@ def prepare_corpus(inputs: list[str], output: str, preset: str | Preset = "cbram
         f"{len(ignored)} other files ignored); preset {preset.name}")
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS") or "local", log_to_driver=False)
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    files_per_commit = files_per_commit or max(64, 8 * cpus)
+    for name, value in (("files_per_commit", files_per_commit), ("files_per_task", files_per_task)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    context = ray.data.DataContext.get_current()
+    progress_bars, context.enable_progress_bars = context.enable_progress_bars, False  # our own line instead
 
     expected = _expected_shapes(done_rows.values())
     collector = ray.remote(num_cpus=0)(_Collector).remote()
-    run = _Run(layout, preset, retry_policy, options, collector, num_cpus, task_retries, shard_mb, say, on_commit)
+    run = _Run(layout, preset, retry_policy, options, collector, num_cpus, task_retries, shard_mb, say, on_commit,
+               files_per_task, cpus)
     counts = {"ok": 0, "rejected": 0, "windows": 0, "bytes": 0, "files": 0}
-    for start in range(0, len(todo), files_per_commit):
-        for row in run.batch(todo[start:start + files_per_commit], expected):
-            counts["files"] += 1
-            counts["ok" if row["status"] == "ok" else "rejected"] += 1
-            counts["windows"] += row["n_windows"]
-            counts["bytes"] += row["bytes"] or 0
-            if expected is None and row["status"] == "ok":
-                expected = json.loads(row["shapes"])
-        elapsed = time.perf_counter() - started
-        say(f"[prepare] {counts['files']}/{len(todo)} files (ok {counts['ok']}, rejected {counts['rejected']}), "
-            f"{counts['windows']} windows, {counts['files'] / elapsed:.2f} files/s, "
-            f"{counts['bytes'] / 2**20 / elapsed:.1f} MiB/s")
+    try:
+        for start in range(0, len(todo), files_per_commit):
+            for row in run.batch(todo[start:start + files_per_commit], expected):
+                counts["files"] += 1
+                counts["ok" if row["status"] == "ok" else "rejected"] += 1
+                counts["windows"] += row["n_windows"]
+                counts["bytes"] += row["bytes"] or 0
+                if expected is None and row["status"] == "ok":
+                    expected = json.loads(row["shapes"])
+            elapsed = time.perf_counter() - started
+            say(f"[prepare] {counts['files']}/{len(todo)} files (ok {counts['ok']}, rejected {counts['rejected']}), "
+                f"{counts['windows']} windows, {counts['files'] / elapsed:.2f} files/s, "
+                f"{counts['bytes'] / 2**20 / elapsed:.1f} MiB/s")
+    finally:
+        context.enable_progress_bars = progress_bars
+        ray.kill(collector)
     return _finish(layout, config, list(inputs), ignored, counts, time.perf_counter() - started, say)
 
 
@@ -252,8 +264,10 @@ def _expected_shapes(rows) -> dict[str, dict] | None:
 
 
 class _Run:
-    def __init__(self, layout, preset, policy, options, collector, num_cpus, task_retries, shard_mb, say, on_commit):
+    def __init__(self, layout, preset, policy, options, collector, num_cpus, task_retries, shard_mb, say, on_commit,
+                 files_per_task, cluster_cpus):
         self.layout, self.preset, self.policy, self.options = layout, preset, policy, options
+        self.files_per_task, self.cluster_cpus = files_per_task, cluster_cpus
         self.collector, self.num_cpus, self.task_retries = collector, num_cpus, task_retries
         self.shard_bytes, self.say, self.on_commit = int(shard_mb * 2**20), say, on_commit
         self.filesystem, self.windows_path = storage.pyarrow_filesystem(layout.windows, **options)
@@ -266,8 +280,9 @@ class _Run:
 
         self.sequence += 1
         name = f"{time.strftime('%Y%m%dT%H%M%S')}-{self.sequence:05d}-{secrets.token_hex(3)}"
+        tasks = min(len(items), max(math.ceil(len(items) / self.files_per_task), 2 * self.cluster_cpus))
         dataset = ray.data.from_items([{"path": i.path, "fmt": i.fmt, "bytes": i.bytes} for i in items],
-                                      override_num_blocks=len(items))
+                                      override_num_blocks=tasks)
         with warnings.catch_warnings():
             # Ray Data retries a task whose worker died forever (max_retries=-1): a file that kills
             # its worker would hang the run. Only the deprecated remote-args route can bound it.

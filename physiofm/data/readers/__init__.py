@@ -82,12 +82,14 @@ class _Stager:
 
 
 def _read_wfdb(uri: str, stage: _Stager) -> list[Recording]:
-    with stage([uri]) as (header,):
-        _check_not_empty(header)
-        companions = [_sibling(uri, name) for name in signal_files(header)]
+    companions = []
+    if storage.is_remote(uri):  # a local record finds its signal files by itself
+        with stage([uri]) as (header,):
+            _check_not_empty(header)
+            companions = [_sibling(uri, name) for name in signal_files(header)]
     try:
         with stage([uri, *companions]) as (header, *signals):
-            for path in signals:
+            for path in [header, *signals]:
                 _check_not_empty(path)
             return read_wfdb(header, uri)
     except FileNotFoundError as error:

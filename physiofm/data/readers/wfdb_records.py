@@ -29,28 +29,25 @@ def signal_files(header_path: str) -> list[str]:
 def read_wfdb(header_path: str, source: str) -> list[Recording]:
     """The record in physical units; channels at different rates are resampled to the highest."""
     record_name = header_path[: -len(".hea")]
-    header = _read_header(header_path)
-    if not header.n_sig:
-        raise RecordingRejected("no signal: the WFDB header declares 0 signals")
-    multi_rate = len(set(header.samps_per_frame)) > 1
     try:
-        record = wfdb.rdrecord(record_name, smooth_frames=not multi_rate)
+        record = wfdb.rdrecord(record_name, smooth_frames=False)  # one header parse, any rates
     except Exception as error:  # noqa: BLE001 - any decode failure is a rejection reason
+        header = _read_header(header_path)  # a header that does not parse gets its own reason
         sizes = ", ".join(f"{name}: {_size(Path(header_path).with_name(name))}" for name in sorted(set(header.file_name)))
         raise RecordingRejected(
             f"WFDB signal unreadable (truncated or corrupt? {sizes}; "
             f"header declares {header.sig_len} samples x {header.n_sig} signals): {type(error).__name__}: {error}"
         )
+    if not record.n_sig:
+        raise RecordingRejected("no signal: the WFDB header declares 0 signals")
+    rates = [record.fs * spf for spf in record.samps_per_frame]
+    sfreq = max(rates)
+    data = _to_highest_rate(record.e_p_signal, record.samps_per_frame)
     meta = {"format": "wfdb", "comments": list(record.comments or [])}
-    if multi_rate:
-        rates = [record.fs * spf for spf in record.samps_per_frame]
-        data = _to_highest_rate(record.e_p_signal, record.samps_per_frame)
-        sfreq = max(rates)
+    if len(set(rates)) > 1:
         meta["resampled"] = {name: f"{rate:g} Hz -> {sfreq:g} Hz" for name, rate in zip(record.sig_name, rates) if rate != sfreq}
-    else:
-        data, sfreq = record.p_signal.T, float(record.fs)
-    expected = header.sig_len * (max(header.samps_per_frame) if multi_rate else 1)
-    if header.sig_len and data.shape[1] != expected:
+    expected = record.sig_len * max(record.samps_per_frame)
+    if data.shape[1] != expected:
         raise RecordingRejected(f"truncated WFDB record: header declares {expected} samples, read {data.shape[1]}")
     meta["nan_samples"] = int(np.isnan(data).sum())
     dataset, subject, session = _identity(source, record.record_name)
