@@ -257,3 +257,12 @@ def test_a_file_that_kills_its_worker_is_isolated_and_rejected(corpus, tmp_path,
     assert manifest.loc[bad, "status"] == "rejected"
     assert manifest.loc[bad, "reason"].startswith("worker failed on this file:")
     assert summary["windows"] == 2 and len(read_windows(str(tmp_path / "out"))["x"]) == 2
+
+
+def test_recordings_with_different_window_shapes_cannot_share_a_corpus(tmp_path, ray_local):
+    synthetic.write_deap(tmp_path / "raw", n_trials=1)  # 32 EEG + GSR
+    synthetic.write_dreamer(tmp_path / "raw", n_subjects=1, n_trials=1, stimulus_s=10.0)  # 14 EEG + 2 ECG
+    with pytest.raises(ValueError, match=r"different window shapes .*prepare these datasets into separate outputs"):
+        prepare_corpus([str(tmp_path / "raw")], str(tmp_path / "out"), preset="physiosync")
+    assert not (tmp_path / "out" / "corpus.json").exists()  # training cannot start on it
+    assert len(read_manifest(str(tmp_path / "out"))) == 2  # yet every file is accounted for

@@ -17,6 +17,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,7 @@ import numpy as np
 from physiofm.data import storage
 from physiofm.data.corpus import CorpusLayout, corpus_document
 from physiofm.data.presets import Preset, get_preset
-from physiofm.data.readers import EXTENSION_FORMATS, FORMAT_EXTENSIONS, check_format, extension, read_trials
+from physiofm.data.readers import FORMAT_EXTENSIONS, check_format, extension, read_trials
 from physiofm.data.recording import Recording, RecordingRejected
 from physiofm.data.windows import Windows
 
@@ -103,13 +104,18 @@ def column_shapes(windows: Windows) -> dict[str, dict]:
     return columns | {k: {"shape": [v.size], "dtype": "bool"} for k, v in windows.masks.items()}
 
 
+def rejected_row(item: InputFile, reason: str = "") -> dict:
+    """A manifest row for `item` that says nothing yet but why it was rejected."""
+    return {"path": item.path, "status": "rejected", "reason": reason, "n_windows": 0, "n_windows_rejected": 0,
+            "format": item.fmt, "dataset": "", "subject": "", "n_trials": 0, "duration_s": 0.0, "sfreq": None,
+            "channels": "[]", "shapes": "{}", "notes": "[]", "bytes": item.bytes, "seconds": 0.0, "retryable": False}
+
+
 def process_file(item: InputFile, preset: Preset, policy: storage.RetryPolicy, options: dict[str, Any],
                  expected_shapes: dict[str, dict] | None = None) -> tuple[list[dict], dict]:
     """(window batches, manifest row) of one input file; never raises for a bad file."""
     started = time.perf_counter()
-    row = {"path": item.path, "status": "rejected", "reason": "", "n_windows": 0, "n_windows_rejected": 0,
-           "format": item.fmt, "dataset": "", "subject": "", "n_trials": 0, "duration_s": 0.0, "sfreq": None,
-           "channels": "[]", "shapes": "{}", "notes": "[]", "bytes": item.bytes, "retryable": False}
+    row = rejected_row(item)
     batches: list[dict] = []
     try:
         trials = read_trials(item.path, item.fmt, policy, **options)
@@ -191,7 +197,9 @@ def prepare_corpus(inputs: list[str], output: str, preset: str | Preset = "cbram
     Re-running on the same output resumes; `overwrite=True` starts again. Uses the running Ray
     cluster, or starts a local one. `on_commit(info)` is called after every committed batch.
     A batch holds `files_per_commit` files (default: 8 per cluster CPU, at least 64); its tasks
-    take up to `files_per_task` files each, and at least two tasks per CPU are made.
+    take up to `files_per_task` files each, and at least two tasks per CPU are made. A task
+    whose worker dies is retried `task_retries` times before its batch is split. One run per
+    output at a time.
     """
     import ray
 
@@ -279,7 +287,9 @@ class _Run:
         from ray.data.datasource import FilenameProvider
 
         self.sequence += 1
-        name = f"{time.strftime('%Y%m%dT%H%M%S')}-{self.sequence:05d}-{secrets.token_hex(3)}"
+        # Commit names sort in time order (the latest row of a path wins) and hold no "_".
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+        name = f"{stamp}-{self.sequence:05d}-{secrets.token_hex(3)}"
         tasks = min(len(items), max(math.ceil(len(items) / self.files_per_task), 2 * self.cluster_cpus))
         dataset = ray.data.from_items([{"path": i.path, "fmt": i.fmt, "bytes": i.bytes} for i in items],
                                       override_num_blocks=tasks)
@@ -299,14 +309,15 @@ class _Run:
             ray.get(self.collector.drain.remote())
             self.layout.remove_uncommitted_windows(set(self._committed_names()))
             if len(items) == 1:
-                rows = [self._failed_row(items[0], error)]
+                text = str(error).strip().splitlines()[-1][:500] if str(error).strip() else type(error).__name__
+                rows = [rejected_row(items[0], f"worker failed on this file: {text}")]
             else:
                 self.say(f"[prepare] a batch of {len(items)} failed ({type(error).__name__}); splitting it")
                 half = len(items) // 2
                 return self.batch(items[:half], expected) + self.batch(items[half:], expected)
         else:
             reported = ray.get(self.collector.drain.remote())
-            rows = [reported.get(i.path) or self._failed_row(i, "no report from its task") for i in items]
+            rows = [reported.get(i.path) or rejected_row(i, "no report from its task") for i in items]
         self.layout.commit(name, rows)
         if self.on_commit:
             self.on_commit({"commit": name, "paths": [r["path"] for r in rows]})
@@ -315,19 +326,15 @@ class _Run:
     def _committed_names(self) -> list[str]:
         return sorted({row["commit"] for row in self.layout.committed_rows()})
 
-    @staticmethod
-    def _failed_row(item: InputFile, error) -> dict:
-        text = str(error).strip().splitlines()[-1][:500] if str(error).strip() else type(error).__name__
-        return {"path": item.path, "status": "rejected", "reason": f"worker failed on this file: {text}",
-                "n_windows": 0, "n_windows_rejected": 0, "format": item.fmt, "dataset": "", "subject": "",
-                "n_trials": 0, "duration_s": 0.0, "sfreq": None, "channels": "[]", "shapes": "{}", "notes": "[]",
-                "bytes": item.bytes, "seconds": 0.0, "retryable": False}
-
 
 def _finish(layout: CorpusLayout, config: dict, inputs: list[str], ignored, counts: dict, elapsed: float, say) -> dict:
     rows = layout.committed_rows()
     layout.write_manifest(rows)
-    columns = _expected_shapes(rows) or {}
+    shapes = sorted({r["shapes"] for r in rows if r["status"] == "ok"})
+    if len(shapes) > 1:  # only the first batch can mix them; later ones reject what differs
+        raise ValueError(f"recordings of {layout.output} give different window shapes {shapes}: one corpus needs "
+                         "one shape per column; prepare these datasets into separate outputs")
+    columns = json.loads(shapes[0]) if shapes else {}
     document = corpus_document(config["preset"], config["format"], inputs, rows, ignored, columns)
     layout.write_json(layout.corpus_json, document)
     total = document["counts"]
