@@ -112,8 +112,9 @@ def test_window_schema_and_corpus_json(prepared):
         assert str(schema.field(name).type) == kind, name
     info = corpus_info(str(output))
     assert info["columns"] == {"x": {"shape": [19, 30, 200], "dtype": "float32"}}
+    hours = pytest.approx(240 / 3600, abs=1e-6)  # 2 × 60 s TUEG + 2 × 60 s DEAP trials, all in windows
     assert info["counts"] == {"files": 10, "ok": 3, "rejected": 7, "windows": 8, "ignored": 1,
-                              "hours": pytest.approx(240 / 3600, abs=1e-6), "window_hours": pytest.approx(240 / 3600, abs=1e-6)}
+                              "hours": hours, "window_hours": hours}
     assert info["preset"]["name"] == "cbramod-eeg" and info["preset"]["steps"][2] == {
         "step": "Crop", "min_duration_s": 0, "trim_s": 0}
     assert info["ignored"] == [{"path": str(Path(info["inputs"][0]) / "README.txt"),

@@ -37,7 +37,7 @@ class CorpusLayout:
     def __init__(self, output: str, storage_options: dict[str, Any] | None = None):
         self.output = output.rstrip("/") if storage.is_remote(output) else output
         self.options = storage_options or {}
-        self.fs, self.root = storage.fsspec_filesystem(self.output, **self.options)
+        self.fs = storage.fsspec_filesystem(self.output, **self.options)[0]
         self.windows = storage.join(self.output, "windows")
         self.manifest = storage.join(self.output, "manifest.parquet")
         self.corpus_json = storage.join(self.output, "corpus.json")

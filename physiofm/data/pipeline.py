@@ -41,7 +41,8 @@ class InputFile:
     bytes: int
 
 
-def list_inputs(inputs: list[str], fmt: str = "auto", **storage_options: Any) -> tuple[list[InputFile], list[tuple[str, str]]]:
+def list_inputs(inputs: list[str], fmt: str = "auto",
+                **storage_options: Any) -> tuple[list[InputFile], list[tuple[str, str]]]:
     """Recordings to read under `inputs` (files or folders, walked recursively) and ignored files.
 
     A WFDB record is its `.hea`; files sharing its stem in its folder belong to it. With an explicit

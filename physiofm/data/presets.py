@@ -12,8 +12,8 @@ from typing import Any
 
 from physiofm.data.channels import CBRAMOD_19, DEAP_EEG_32, ECG_12, SEED_62
 from physiofm.data.recording import Recording
-from physiofm.data.steps import (BandPass, Crop, FillAbsentChannels, Notch, RemoveBaseline, RepairNaN, Resample, Scale, SelectChannels,
-                                 SelectTypes, ZScoreAcrossChannels)
+from physiofm.data.steps import (BandPass, Crop, FillAbsentChannels, Notch, RemoveBaseline, RepairNaN, Resample,
+                                 Scale, SelectChannels, SelectTypes, ZScoreAcrossChannels)
 from physiofm.data.windows import DEFeatures, GroupWindows, PatchWindows, Windows
 
 

@@ -204,9 +204,8 @@ def read_bytes(uri: str, policy: RetryPolicy = RetryPolicy(), **options: Any) ->
 
 def write_bytes(uri: str, data: bytes, **options: Any) -> None:
     fs, path = fsspec_filesystem(uri, **options)
-    parent = posixpath.dirname(path) if is_remote(uri) else os.path.dirname(path)
-    if not is_remote(uri):
-        os.makedirs(parent, exist_ok=True)
+    if not is_remote(uri):  # object stores have no folders to make
+        os.makedirs(os.path.dirname(path), exist_ok=True)
     retry(lambda: fs.pipe_file(path, data), what=f"write {uri}")
 
 

@@ -159,7 +159,8 @@ def write_dreamer(out_dir: str | Path, n_subjects: int = 2, n_trials: int = 18, 
     for _ in range(n_subjects):
         signals = {"EEG": {}, "ECG": {}}
         for part, seconds in (("baseline", baseline_s), ("stimuli", stimulus_s)):
-            signals["EEG"][part] = _cells([eeg(rng, EMOTIV_14, seconds, 128.0).T + 4200.0 for _ in range(n_trials)], (n_trials, 1))
+            eeg_trials = [eeg(rng, EMOTIV_14, seconds, 128.0).T + 4200.0 for _ in range(n_trials)]  # Emotiv DC offset
+            signals["EEG"][part] = _cells(eeg_trials, (n_trials, 1))
             signals["ECG"][part] = _cells([ecg(rng, 2, seconds, 256.0).T for _ in range(n_trials)], (n_trials, 1))
         scores = {f"Score{k}": rng.integers(1, 6, (n_trials, 1)).astype(float) for k in ("Valence", "Arousal", "Dominance")}
         subjects.append({"Age": "25", "Gender": "female", "EEG": signals["EEG"], "ECG": signals["ECG"], **scores})

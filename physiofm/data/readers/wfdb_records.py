@@ -45,7 +45,8 @@ def read_wfdb(header_path: str, source: str) -> list[Recording]:
     data = _to_highest_rate(record.e_p_signal, record.samps_per_frame)
     meta = {"format": "wfdb", "comments": list(record.comments or [])}
     if len(set(rates)) > 1:
-        meta["resampled"] = {name: f"{rate:g} Hz -> {sfreq:g} Hz" for name, rate in zip(record.sig_name, rates) if rate != sfreq}
+        meta["resampled"] = {name: f"{rate:g} Hz -> {sfreq:g} Hz"
+                             for name, rate in zip(record.sig_name, rates) if rate != sfreq}
     expected = record.sig_len * max(record.samps_per_frame)
     if data.shape[1] != expected:
         raise RecordingRejected(f"truncated WFDB record: header declares {expected} samples, read {data.shape[1]}")
