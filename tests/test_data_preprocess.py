@@ -191,6 +191,15 @@ def test_emotion_presets_shapes(tmp_path):
         get_preset("scmm-de")(deap)
 
 
+def test_step_options_are_validated_with_the_allowed_values():
+    with pytest.raises(ValueError, match=r"missing must be one of \('reject', 'zero_fill'\), got 'drop'"):
+        SelectChannels(("FP1",), missing="drop")
+    with pytest.raises(ValueError, match=r"policy must be one of \('interpolate', 'reject'\), got 'zero'"):
+        RepairNaN(policy="zero")
+    with pytest.raises(ValueError, match=r"unit must be one of \('v', 'mv', 'uv'"):
+        Scale("mmHg")
+
+
 def test_unknown_preset_names_the_allowed_ones():
     with pytest.raises(ValueError, match=r"unknown preset 'cbramod'; allowed: \['cbramod-eeg', 'ecg', "):
         get_preset("cbramod")

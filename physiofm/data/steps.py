@@ -16,6 +16,11 @@ from physiofm.data.channels import find_channels
 from physiofm.data.recording import VOLTS_PER_UNIT, Recording, RecordingRejected
 
 
+def _check_choice(name: str, value, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+
+
 @dataclass(frozen=True)
 class SelectChannels:
     """Keep `names` (canonical 10-20 names or ECG leads) in this order, renamed to them.
@@ -27,6 +32,10 @@ class SelectChannels:
     names: tuple[str, ...]
     kind: Literal["eeg", "ecg"] = "eeg"
     missing: Literal["reject", "zero_fill"] = "reject"
+
+    def __post_init__(self):
+        _check_choice("kind", self.kind, ("eeg", "ecg"))
+        _check_choice("missing", self.missing, ("reject", "zero_fill"))
 
     def __call__(self, rec: Recording) -> Recording:
         found = find_channels(self.names, rec.ch_names, self.kind)
@@ -94,6 +103,9 @@ class RepairNaN:
     max_fraction: float = 0.01
     max_gap_s: float = 0.5
     policy: Literal["interpolate", "reject"] = "interpolate"
+
+    def __post_init__(self):
+        _check_choice("policy", self.policy, ("interpolate", "reject"))
 
     def __call__(self, rec: Recording) -> Recording:
         invalid = ~np.isfinite(rec.data)
@@ -190,6 +202,9 @@ class Scale:
     unit: str
     factor: float = 1.0
     types: tuple[str, ...] = ("eeg",)
+
+    def __post_init__(self):
+        _check_choice("unit", self.unit.lower(), tuple(VOLTS_PER_UNIT))
 
     def __call__(self, rec: Recording) -> Recording:
         rows = [i for i, kind in enumerate(rec.ch_types) if kind in self.types]
