@@ -1,0 +1,134 @@
+"""The on-storage layout of a prepared corpus and its bookkeeping.
+
+    OUTPUT/windows/*.parquet      window rows (Ray tensor columns + metadata), written by Ray Data
+    OUTPUT/manifest.parquet       one row per input file: path, status, reason, n_windows, ...
+    OUTPUT/corpus.json            preset/config, tensor shapes, counts: what training validates
+    OUTPUT/_progress/config.json  the preset and format this output is being prepared with
+    OUTPUT/_progress/{commit}.parquet   manifest rows of one finished batch of recordings
+
+A batch of recordings counts as done only once its commit file exists; window files whose name
+does not start with a committed prefix are leftovers of an interrupted batch and are removed.
+"""
+from __future__ import annotations
+
+import io
+import json
+import posixpath
+import re
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from physiofm.data import storage
+
+MANIFEST_SCHEMA = pa.schema([
+    ("path", pa.string()), ("status", pa.string()), ("reason", pa.string()), ("n_windows", pa.int64()),
+    ("n_windows_rejected", pa.int64()), ("format", pa.string()), ("dataset", pa.string()),
+    ("subject", pa.string()), ("n_trials", pa.int64()), ("duration_s", pa.float64()), ("sfreq", pa.float64()),
+    ("channels", pa.string()), ("shapes", pa.string()), ("notes", pa.string()), ("bytes", pa.int64()),
+    ("seconds", pa.float64()), ("retryable", pa.bool_()), ("commit", pa.string()),
+])
+METADATA_COLUMNS = ("recording", "dataset", "subject", "session", "trial", "window_index", "window_start_s",
+                    "label", "labels")
+
+
+class CorpusLayout:
+    def __init__(self, output: str, storage_options: dict[str, Any] | None = None):
+        self.output = output.rstrip("/") if storage.is_remote(output) else output
+        self.options = storage_options or {}
+        self.fs = storage.fsspec_filesystem(self.output, **self.options)[0]
+        self.windows = storage.join(self.output, "windows")
+        self.manifest = storage.join(self.output, "manifest.parquet")
+        self.corpus_json = storage.join(self.output, "corpus.json")
+        self.progress = storage.join(self.output, "_progress")
+
+    # ------------------------------------------------------------ files
+    def _path(self, uri: str) -> str:
+        return storage.fsspec_filesystem(uri, **self.options)[1]
+
+    def _list(self, uri: str) -> list[str]:
+        path = self._path(uri)
+        self.fs.invalidate_cache()  # Ray's writers go around this client: never trust its listing cache
+        if not storage.retry(lambda: self.fs.exists(path)):
+            return []
+        return sorted(storage.retry(lambda: self.fs.ls(path, detail=False)))
+
+    def window_files(self) -> list[str]:
+        return [p for p in self._list(self.windows) if p.endswith(".parquet")]
+
+    def reset(self) -> None:
+        for uri in (self.windows, self.progress, self.manifest, self.corpus_json):
+            storage.remove(uri, recursive=True, **self.options)
+
+    def read_json(self, uri: str) -> dict | None:
+        if not storage.exists(uri, **self.options):
+            return None
+        return json.loads(storage.read_bytes(uri, **self.options))
+
+    def write_json(self, uri: str, content: dict) -> None:
+        storage.write_bytes(uri, json.dumps(content, indent=2, sort_keys=True).encode(), **self.options)
+
+    # ------------------------------------------------------------ commits
+    def commit(self, name: str, rows: list[dict]) -> None:
+        """Record `rows` (manifest rows of one finished batch) as done: the commit point."""
+        table = pa.Table.from_pylist([{**row, "commit": name} for row in rows], schema=MANIFEST_SCHEMA)
+        sink = io.BytesIO()
+        pq.write_table(table, sink)
+        storage.write_bytes(storage.join(self.progress, f"{name}.parquet"), sink.getvalue(), **self.options)
+
+    def committed_rows(self) -> list[dict]:
+        """Manifest rows of every commit, the latest row per path winning (commits sort by time)."""
+        latest: dict[str, dict] = {}
+        for path in self._list(self.progress):
+            if path.endswith(".parquet"):
+                data = storage.retry(lambda p=path: self.fs.cat_file(p))
+                for row in pq.read_table(io.BytesIO(data)).to_pylist():
+                    latest[row["path"]] = row
+        return [latest[p] for p in sorted(latest)]
+
+    def remove_uncommitted_windows(self, committed: set[str]) -> list[str]:
+        """Delete window files of batches that never committed; returns their names."""
+        stale = [p for p in self._list(self.windows) if posixpath.basename(p).split("_", 1)[0] not in committed]
+        for path in stale:
+            storage.retry(lambda p=path: self.fs.rm(p))
+        return [posixpath.basename(p) for p in stale]
+
+    def write_manifest(self, rows: list[dict]) -> None:
+        sink = io.BytesIO()
+        pq.write_table(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), sink)
+        storage.write_bytes(self.manifest, sink.getvalue(), **self.options)
+
+
+def read_manifest(output: str, **storage_options: Any):
+    """The manifest of a prepared corpus as a pandas DataFrame."""
+    layout = CorpusLayout(output, storage_options)
+    return pq.read_table(io.BytesIO(storage.read_bytes(layout.manifest, **storage_options))).to_pandas()
+
+
+def corpus_document(preset: dict, fmt: str, inputs: list[str], rows: list[dict], ignored: list[tuple[str, str]],
+                    columns: dict[str, dict]) -> dict:
+    """corpus.json: what a training job checks before it starts workers."""
+    ok = [r for r in rows if r["status"] == "ok"]
+    reasons: dict[str, int] = {}
+    for row in rows:
+        if row["status"] == "rejected":
+            key = re.split(r"[:(\[]", row["reason"], maxsplit=1)[0].strip()[:80]
+            reasons[key] = reasons.get(key, 0) + 1
+    window_s = preset["windows"].get("window_s", 0.0)
+    n_windows = sum(r["n_windows"] for r in ok)
+    return {
+        "version": 1,
+        "preset": preset,
+        "format": fmt,
+        "inputs": inputs,
+        "columns": columns,
+        "metadata_columns": list(METADATA_COLUMNS),
+        "counts": {
+            "files": len(rows), "ok": len(ok), "rejected": len(rows) - len(ok), "windows": n_windows,
+            "hours": round(sum(r["duration_s"] or 0.0 for r in ok) / 3600, 6),
+            "window_hours": round(n_windows * window_s / 3600, 6), "ignored": len(ignored),
+        },
+        "rejected_reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
+        "ignored": [{"path": p, "why": why} for p, why in ignored[:200]],
+    }

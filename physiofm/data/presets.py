@@ -1,0 +1,113 @@
+"""Presets: the recipes of the methods as typed, composable step lists.
+
+`get_preset(name, **overrides)` builds one; every factory's keyword arguments are its knobs
+(durations are configurable so that demo corpora can be short).
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from physiofm.data.channels import CBRAMOD_19, DEAP_EEG_32, ECG_12, SEED_62
+from physiofm.data.recording import Recording
+from physiofm.data.steps import (BandPass, Crop, FillAbsentChannels, Notch, RemoveBaseline, RepairNaN, Resample,
+                                 Scale, SelectChannels, SelectTypes, ZScoreAcrossChannels)
+from physiofm.data.windows import DEFeatures, GroupWindows, PatchWindows, Windows
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    steps: tuple[Callable[[Recording], Recording], ...]
+    windows: Callable[[Recording], Windows]
+
+    def __call__(self, rec: Recording) -> Windows:
+        for step in self.steps:
+            rec = step(rec)
+        return self.windows(rec)
+
+    def to_dict(self) -> dict[str, Any]:
+        def describe(step):
+            return {"step": type(step).__name__, **dataclasses.asdict(step)}
+
+        return {"name": self.name, "steps": [describe(s) for s in self.steps], "windows": describe(self.windows)}
+
+
+def cbramod_eeg(*, sfreq: float = 200.0, band: tuple[float, float] = (0.3, 75.0), notch_hz: float = 60.0,
+                min_duration_s: float = 300.0, trim_s: float = 60.0, window_s: float = 30.0,
+                max_abs_uv: float = 100.0) -> Preset:
+    """CBraMod pretraining (TUEG): 19 channels, 200 Hz, 0.3-75 Hz, notch 60, µV/100, 30-s windows."""
+    return Preset("cbramod-eeg", (
+        SelectChannels(CBRAMOD_19, kind="eeg", missing="reject"),
+        RepairNaN(),
+        Crop(min_duration_s=min_duration_s, trim_s=trim_s),
+        Resample(sfreq),
+        BandPass(*band),
+        Notch(notch_hz),
+        Scale("uV", factor=0.01, types=("eeg",)),
+    ), PatchWindows(window_s=window_s, patch_s=1.0, max_abs=max_abs_uv * 0.01))
+
+
+def ecg(*, sfreq: float = 200.0, band: tuple[float, float] = (0.5, 45.0), notch_hz: float = 50.0,
+        window_s: float = 10.0, missing: str = "zero_fill", min_duration_s: float = 0.0,
+        max_abs_mv: float | None = None) -> Preset:
+    """ECG dual-masking recipe: 12 leads in canonical order, 200 Hz, 0.5-45 Hz, mains notch, mV,
+    10-s windows; absent leads zero-filled and flagged in `channel_mask`."""
+    return Preset("ecg", (
+        SelectChannels(ECG_12, kind="ecg", missing=missing),
+        RepairNaN(),
+        Crop(min_duration_s=min_duration_s),
+        Resample(sfreq),
+        BandPass(*band),
+        Notch(notch_hz),
+        Scale("mV", factor=1.0, types=("ecg",)),
+        FillAbsentChannels(),
+    ), PatchWindows(window_s=window_s, patch_s=1.0, max_abs=max_abs_mv, mask_column="channel_mask"))
+
+
+def scmm_de(*, channels: str = "seed62", sfreq: float = 200.0, window_s: float = 1.0) -> Preset:
+    """SCMM input: DE of 5 bands per channel over 1-s windows at 200 Hz, (62, 5) or DEAP's (32, 5)."""
+    names = {"seed62": SEED_62, "deap32": tuple(c.upper() for c in DEAP_EEG_32)}
+    if channels not in names:
+        raise ValueError(f"channels must be one of {sorted(names)}, got {channels!r}")
+    return Preset("scmm-de" if channels == "seed62" else "scmm-de-deap32", (
+        SelectChannels(names[channels], kind="eeg", missing="reject"),
+        RepairNaN(),
+        Resample(sfreq),
+        Scale("uV", factor=1.0, types=("eeg",)),
+    ), DEFeatures(window_s=window_s))
+
+
+def physiosync(*, sfreq: float = 128.0, window_s: float = 5.0, baseline_segment_s: float = 1.0,
+               peripheral_types: tuple[str, ...] = ("gsr", "ecg")) -> Preset:
+    """PhysioSync: EEG + peripheral at 128 Hz, DEAP-style baseline removal, EEG z-scored across
+    channels per sample, 5-s windows → `eeg` (C, 640) and `peripheral` (C_per, 640)."""
+    return Preset("physiosync", (
+        SelectTypes(("eeg", *peripheral_types)),
+        RepairNaN(),
+        Resample(sfreq),
+        RemoveBaseline(baseline_segment_s),
+        ZScoreAcrossChannels(("eeg",)),
+    ), GroupWindows(window_s=window_s, groups=(("eeg", ("eeg",)), ("peripheral", tuple(peripheral_types)))))
+
+
+PRESETS: dict[str, Callable[..., Preset]] = {
+    "cbramod-eeg": cbramod_eeg,
+    "ecg": ecg,
+    "scmm-de": scmm_de,
+    "scmm-de-deap32": lambda **kw: scmm_de(channels="deap32", **kw),
+    "physiosync": physiosync,
+}
+MODALITY_PRESETS = {"eeg": "cbramod-eeg", "ecg": "ecg"}
+
+
+def get_preset(preset: str | Preset, **overrides: Any) -> Preset:
+    if isinstance(preset, Preset):
+        if overrides:
+            raise ValueError("overrides apply to preset names, not to a built Preset")
+        return preset
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; allowed: {sorted(PRESETS)}")
+    return PRESETS[preset](**overrides)

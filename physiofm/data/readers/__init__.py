@@ -1,0 +1,112 @@
+"""Read any supported file, local or `s3://`, into `Recording`s (one per trial)."""
+from __future__ import annotations
+
+import os
+import posixpath
+from typing import Any
+
+from physiofm.data import storage
+from physiofm.data.readers.deap_pickle import read_deap
+from physiofm.data.readers.edf_files import read_edf
+from physiofm.data.readers.matlab_layouts import layout, read_amigos, read_dreamer, read_seed
+from physiofm.data.readers.wfdb_records import read_wfdb, signal_files
+from physiofm.data.recording import Recording, RecordingRejected, check_signal
+
+FORMATS = ("wfdb", "edf", "bdf", "deap", "seed", "seediv", "dreamer", "amigos")
+FORMAT_CHOICES = ("auto", *FORMATS)
+# What an extension says; ".mat" files name their dataset through their variables.
+EXTENSION_FORMATS = {".hea": "wfdb", ".edf": "edf", ".bdf": "bdf", ".dat": "deap", ".mat": "mat"}
+FORMAT_EXTENSIONS = {"wfdb": ".hea", "edf": ".edf", "bdf": ".bdf", "deap": ".dat",
+                     "seed": ".mat", "seediv": ".mat", "dreamer": ".mat", "amigos": ".mat"}
+
+
+def check_format(fmt: str) -> str:
+    if fmt not in FORMAT_CHOICES:
+        raise ValueError(f"format must be one of {FORMAT_CHOICES}, got {fmt!r}")
+    return fmt
+
+
+def extension(uri: str) -> str:
+    return os.path.splitext(uri)[1].lower()
+
+
+def read_trials(uri: str, fmt: str = "auto", retry_policy: storage.RetryPolicy = storage.RetryPolicy(),
+                **storage_options: Any) -> list[Recording]:
+    """Every recording in the file at `uri` (a WFDB record is addressed by its `.hea`).
+
+    Raises `RecordingRejected` with the reason when the file cannot give a signal.
+    """
+    kind = EXTENSION_FORMATS.get(extension(uri)) if check_format(fmt) == "auto" else fmt
+    if kind is None:
+        raise RecordingRejected(
+            f"unsupported extension {extension(uri)!r}; supported: {sorted(EXTENSION_FORMATS)} (or pass a format)"
+        )
+    stage = _Stager(retry_policy, storage_options)
+    if kind == "wfdb":
+        return _checked(_read_wfdb(uri, stage))
+    with stage([uri]) as (path,):
+        _check_not_empty(path)
+        if kind == "mat":
+            kind = layout(path)
+        if kind in ("edf", "bdf"):
+            return _checked(read_edf(path, uri, kind))
+        if kind == "deap":
+            return _checked(read_deap(path, uri))
+        if kind == "dreamer":
+            return _checked(read_dreamer(path, uri))
+        if kind == "amigos":
+            return _checked(read_amigos(path, uri))
+        if kind == "seediv":
+            return _checked(read_seed(path, uri, dataset="seediv"))
+        label_uri = _sibling(uri, "label.mat")
+        if not storage.exists(label_uri, **storage_options):
+            return _checked(read_seed(path, uri, None))
+        with stage([label_uri]) as (label_path,):
+            return _checked(read_seed(path, uri, label_path))
+
+
+def read_recording(uri: str, fmt: str = "auto", **options: Any) -> Recording:
+    """The single recording in the file at `uri`; multi-trial files need `read_trials`."""
+    trials = read_trials(uri, fmt, **options)
+    if len(trials) != 1:
+        raise ValueError(f"{uri} holds {len(trials)} trials; use read_trials() for multi-trial files")
+    return trials[0]
+
+
+class _Stager:
+    def __init__(self, policy: storage.RetryPolicy, options: dict[str, Any]):
+        self.policy, self.options = policy, options
+
+    def __call__(self, uris: list[str]):
+        return storage.local_files(uris, self.policy, **self.options)
+
+
+def _read_wfdb(uri: str, stage: _Stager) -> list[Recording]:
+    companions = []
+    if storage.is_remote(uri):  # a local record finds its signal files by itself
+        with stage([uri]) as (header,):
+            _check_not_empty(header)
+            companions = [_sibling(uri, name) for name in signal_files(header)]
+    try:
+        with stage([uri, *companions]) as (header, *signals):
+            for path in [header, *signals]:
+                _check_not_empty(path)
+            return read_wfdb(header, uri)
+    except FileNotFoundError as error:
+        raise RecordingRejected(f"WFDB signal file missing: {error}")
+
+
+def _sibling(uri: str, name: str) -> str:
+    directory = posixpath.dirname(uri) if storage.is_remote(uri) else os.path.dirname(uri)
+    return storage.join(directory, name)
+
+
+def _check_not_empty(path: str) -> None:
+    if os.path.getsize(path) == 0:
+        raise RecordingRejected(f"empty file (0 bytes): {os.path.basename(path)}")
+
+
+def _checked(recordings: list[Recording]) -> list[Recording]:
+    if not recordings:
+        raise RecordingRejected("no signal: the file holds no trials")
+    return [check_signal(r) for r in recordings]

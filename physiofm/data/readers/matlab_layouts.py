@@ -1,0 +1,161 @@
+"""The emotion datasets' MATLAB layouts (SEED, SEED-IV, DREAMER, AMIGOS) through scipy.io."""
+from __future__ import annotations
+
+import math
+import re
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import scipy.io
+from scipy.signal import resample_poly
+
+from physiofm.data.channels import EMOTIV_14, SEED_62
+from physiofm.data.recording import Recording, RecordingRejected
+
+SEED_SFREQ = 200.0
+SEED_CLASSES = {-1: 0, 0: 1, 1: 2}  # negative, neutral, positive → class index
+# SEED-IV ReadMe: the film clips' labels per session (0 neutral, 1 sad, 2 fear, 3 happy).
+SEED_IV_LABELS = {
+    "1": (1, 2, 3, 0, 2, 0, 0, 1, 0, 1, 2, 1, 1, 1, 2, 3, 2, 2, 3, 3, 0, 3, 0, 3),
+    "2": (2, 1, 3, 0, 0, 2, 0, 2, 3, 3, 2, 3, 2, 0, 1, 1, 2, 1, 0, 3, 0, 1, 3, 1),
+    "3": (1, 2, 2, 1, 3, 3, 3, 1, 1, 2, 1, 0, 2, 3, 3, 0, 2, 3, 0, 0, 2, 0, 1, 0),
+}
+AMIGOS_SFREQ = 128.0
+AMIGOS_CHANNELS = (*EMOTIV_14, "ECG Right", "ECG Left", "GSR")
+AMIGOS_TYPES = ("eeg",) * 14 + ("ecg", "ecg", "gsr")
+AMIGOS_UNITS = ("uV",) * 14 + ("NU", "NU", "NU")
+AMIGOS_RATINGS = ("arousal", "valence", "dominance", "liking", "familiarity", "neutral", "disgust",
+                  "happiness", "surprise", "anger", "fear", "sadness")
+_TRIAL_KEY = re.compile(r"_eeg(\d+)$")
+
+
+def load(path: str, **kwargs) -> dict:
+    try:
+        return scipy.io.loadmat(path, **kwargs)
+    except Exception as error:  # noqa: BLE001 - truncated/corrupt/v7.3 files fail in many ways
+        raise RecordingRejected(f"not a readable MATLAB file: {type(error).__name__}: {error}")
+
+
+def layout(path: str) -> str:
+    """Which dataset wrote this .mat file, from its variable names alone."""
+    try:
+        names = [name for name, _, _ in scipy.io.whosmat(path)]
+    except Exception as error:  # noqa: BLE001
+        raise RecordingRejected(f"not a readable MATLAB file: {type(error).__name__}: {error}")
+    if "DREAMER" in names:
+        return "dreamer"
+    if "joined_data" in names:
+        return "amigos"
+    trials = [name for name in names if _TRIAL_KEY.search(name)]
+    if len(trials) == 24:
+        return "seediv"
+    if len(trials) == 15:
+        return "seed"
+    raise RecordingRejected(
+        f"unrecognised .mat layout (variables {sorted(names)[:8]}); expected SEED (15 *_eegN), "
+        "SEED-IV (24 *_eegN), DREAMER or AMIGOS; pass the format explicitly"
+    )
+
+
+def read_seed(path: str, source: str, label_path: str | None = None, dataset: str = "seed") -> list[Recording]:
+    """SEED `{subject}_{date}.mat` (15 trials) or SEED-IV `{session}/{subject}_{date}.mat` (24)."""
+    content = load(path)
+    keys = sorted((k for k in content if _TRIAL_KEY.search(k)), key=lambda k: int(_TRIAL_KEY.search(k)[1]))
+    if not keys:
+        raise RecordingRejected(f"no trial variables named *_eegN in {sorted(k for k in content if not k.startswith('__'))}")
+    stem = Path(source).stem
+    subject, _, date = stem.partition("_")
+    classes, session, notes = _seed_classes(dataset, source, label_path, len(keys))
+    recordings = []
+    for index, key in enumerate(keys):
+        trial = np.asarray(content[key], dtype=np.float64)
+        if trial.ndim != 2 or trial.shape[0] != len(SEED_62):
+            raise RecordingRejected(f"{key} must be ({len(SEED_62)}, samples); got {trial.shape}")
+        recordings.append(Recording(
+            data=trial, ch_names=list(SEED_62), ch_types=["eeg"] * len(SEED_62), units=["uV"] * len(SEED_62),
+            sfreq=SEED_SFREQ, source=source, dataset=dataset, subject=subject, session=session or date,
+            trial=str(int(_TRIAL_KEY.search(key)[1])), label=classes[index],
+            meta={"format": dataset, "notes": notes, "nan_samples": int(np.isnan(trial).sum())},
+        ))
+    return recordings
+
+
+def _seed_classes(dataset: str, source: str, label_path: str | None, n_trials: int):
+    if dataset == "seediv":
+        session = Path(source).parent.name
+        if session not in SEED_IV_LABELS:
+            return [-1] * n_trials, session, [f"session folder {session!r} is not 1/2/3: labels unknown"]
+        return list(SEED_IV_LABELS[session][:n_trials]), session, []
+    if label_path is None:
+        return [-1] * n_trials, "", ["label.mat not found beside the file: labels unknown"]
+    raw = np.asarray(load(label_path).get("label", np.array([]))).ravel()
+    if raw.size != n_trials or not set(raw.tolist()) <= set(SEED_CLASSES):
+        raise RecordingRejected(f"label.mat 'label' must hold {n_trials} values in {{-1, 0, 1}}; got {raw.tolist()}")
+    return [SEED_CLASSES[int(v)] for v in raw], "", []
+
+
+def read_dreamer(path: str, source: str) -> list[Recording]:
+    """Every subject × film of `DREAMER.mat`: 14 EEG + 2 ECG, the ECG resampled to the EEG rate."""
+    try:
+        root = load(path)["DREAMER"][0, 0]
+        subjects = root["Data"][0]
+        eeg_rate, ecg_rate = float(root["EEG_SamplingRate"].squeeze()), float(root["ECG_SamplingRate"].squeeze())
+        electrodes = [str(np.asarray(e).squeeze()) for e in root["EEG_Electrodes"].ravel()]
+    except (KeyError, IndexError, ValueError) as error:
+        raise RecordingRejected(f"DREAMER.mat lacks the DREAMER struct layout: {type(error).__name__}: {error}")
+    ratio = Fraction(eeg_rate / ecg_rate).limit_denominator(1000)
+    names = electrodes + ["ECG1", "ECG2"]
+    recordings = []
+    for s, subject in enumerate(subjects):
+        eeg, ecg = subject["EEG"][0, 0], subject["ECG"][0, 0]
+        scores = {k: np.asarray(subject[f"Score{k.capitalize()}"][0, 0], dtype=float).ravel()
+                  for k in ("valence", "arousal", "dominance")}
+        for t in range(eeg["stimuli"][0, 0].shape[0]):
+            parts = {}
+            for part in ("stimuli", "baseline"):
+                eeg_part = np.asarray(eeg[part][0, 0][t, 0], dtype=np.float64).T
+                ecg_part = resample_poly(np.asarray(ecg[part][0, 0][t, 0], dtype=np.float64).T,
+                                         ratio.numerator, ratio.denominator, axis=1)
+                n = min(eeg_part.shape[1], ecg_part.shape[1])
+                parts[part] = np.concatenate([eeg_part[:, :n], ecg_part[:, :n]])
+            recordings.append(Recording(
+                data=parts["stimuli"], baseline=parts["baseline"], ch_names=names,
+                ch_types=["eeg"] * len(electrodes) + ["ecg", "ecg"], units=["uV"] * len(electrodes) + ["NU", "NU"],
+                sfreq=eeg_rate, source=source, dataset="dreamer", subject=f"{s + 1:02d}", trial=f"{t + 1:02d}",
+                labels={k: float(v[t]) for k, v in scores.items()},
+                meta={"format": "dreamer", "resampled": {"ECG": f"{ecg_rate:g} Hz -> {eeg_rate:g} Hz"},
+                      "nan_samples": int(np.isnan(parts["stimuli"]).sum())},
+            ))
+    return recordings
+
+
+def read_amigos(path: str, source: str) -> list[Recording]:
+    """`Data_Preprocessed_P{NN}.mat`: 20 trials × (14 EEG, 2 ECG, GSR) at 128 Hz; empty trials skipped."""
+    content = load(path)
+    if "joined_data" not in content:
+        raise RecordingRejected("AMIGOS file lacks 'joined_data'")
+    trials = content["joined_data"].ravel()
+    ratings = content.get("labels_selfassessment", np.empty((1, 0), dtype=object)).ravel()
+    subject = Path(source).stem.rsplit("_", 1)[-1]
+    recordings, empty = [], []
+    for t, trial in enumerate(trials):
+        trial = np.asarray(trial, dtype=np.float64)
+        if trial.size == 0:
+            empty.append(t + 1)
+            continue
+        if trial.ndim != 2 or trial.shape[1] != len(AMIGOS_CHANNELS):
+            raise RecordingRejected(f"AMIGOS trial {t + 1} must be (samples, 17); got {trial.shape}")
+        scores = np.asarray(ratings[t], dtype=np.float64).ravel() if t < len(ratings) else np.array([])
+        recordings.append(Recording(
+            data=np.ascontiguousarray(trial.T), ch_names=list(AMIGOS_CHANNELS), ch_types=list(AMIGOS_TYPES),
+            units=list(AMIGOS_UNITS), sfreq=AMIGOS_SFREQ, source=source, dataset="amigos", subject=subject,
+            trial=f"{t + 1:02d}",
+            labels={k: float(v) for k, v in zip(AMIGOS_RATINGS, scores) if not math.isnan(v)},
+            meta={"format": "amigos", "nan_samples": int(np.isnan(trial).sum())},
+        ))
+    for recording in recordings:
+        recording.meta["notes"] = [f"empty trials skipped: {empty}"] if empty else []
+    if not recordings:
+        raise RecordingRejected(f"no signal: all {len(trials)} AMIGOS trials are empty")
+    return recordings

@@ -1,0 +1,269 @@
+"""The Ray Data pipeline end to end on a real local Ray: accounting, determinism, resume, S3."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import ray
+
+from physiofm.data import bad_files, storage, synthetic
+from physiofm.data.corpus import read_manifest
+from physiofm.data.loader import corpus_info, read_windows, training_dataset
+from physiofm.data.pipeline import InputFile, list_inputs, prepare_corpus, process_file
+from physiofm.data.presets import Preset, get_preset
+
+EEG_OPTIONS = {"min_duration_s": 0, "trim_s": 0}  # short synthetic recordings, same recipe otherwise
+# file (relative to the corpus) → expected windows, or the regex its rejection reason must match
+EXPECTED = {
+    "tueg/edf/000/aaaaaaaa/s001_2015/01_tcp_ar/aaaaaaaa_s001_t000.edf": 2,
+    "tueg/edf/000/aaaaaaab/s001_2015/01_tcp_ar/aaaaaaab_s001_t000.edf": 2,
+    "deap/data_preprocessed_python/s01.dat": 4,
+    "bad/truncated.edf": r"^truncated EDF file: Number of records from the header does not match the file size",
+    "bad/flipped.edf": r"^not a readable EDF file: ValueError: invalid literal for int",
+    "bad/empty.edf": r"^empty file \(0 bytes\): empty\.edf$",
+    "bad/pickle_named.edf": r"^not a readable EDF file",
+    "bad/s90.dat": r"^NaN samples: 145920 \(100\.0% of the signal",  # 19 selected channels × 60 s × 128 Hz
+    "bad/missing/edf/000/aaaaaaaa/s001_2015/01_tcp_ar/aaaaaaaa_s001_t000.edf": r"^missing channels \['O1', 'O2'\]",
+    "bad/s66.dat": r"^hostile or foreign pickle rejected unexecuted: forbidden global io\.open",
+}
+
+
+def write_robust_corpus(root: Path) -> Path:
+    good = synthetic.write_tueg(root / "tueg", n_subjects=2, duration_s=60.0)
+    deap = synthetic.write_deap(root / "deap", n_trials=2)[0]
+    bad = root / "bad"
+    bad.mkdir()
+    bad_files.truncated(good[0], bad / "truncated.edf", keep=0.6)
+    bad_files.bit_flipped(good[0], bad / "flipped.edf")
+    bad_files.empty(bad / "empty.edf")
+    bad_files.wrong_extension(deap, bad / "pickle_named.edf")
+    bad_files.nan_filled_deap(bad / "s90.dat")
+    synthetic.write_tueg(bad / "missing", n_subjects=1, duration_s=60.0, drop=("O1", "O2"))
+    bad_files.hostile_pickle(bad / "s66.dat", root / "payload-ran")
+    (root / "README.txt").write_text("a corpus for tests\n")
+    return root
+
+
+def rows_by_key(windows: dict[str, np.ndarray], root: str) -> dict[tuple, dict]:
+    """Window rows keyed by (recording relative to `root`, trial, window_index)."""
+    out = {}
+    for i in range(len(windows["window_index"])):
+        key = (windows["recording"][i].removeprefix(root), windows["trial"][i], int(windows["window_index"][i]))
+        out[key] = {name: column[i] for name, column in windows.items() if name != "recording"}
+    return out
+
+
+def assert_same_windows(a: dict[tuple, dict], b: dict[tuple, dict]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        for name, value in a[key].items():
+            assert np.array_equal(value, b[key][name]), (key, name)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_robust_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture(scope="module")
+def prepared(corpus, tmp_path_factory, ray_local):
+    output = tmp_path_factory.mktemp("prepared") / "out"
+    summary = prepare_corpus([str(corpus)], str(output), preset="cbramod-eeg", preset_options=EEG_OPTIONS)
+    return output, summary
+
+
+def test_every_file_is_accounted_for_and_bad_ones_rejected_with_reasons(corpus, prepared):
+    output, summary = prepared
+    manifest = read_manifest(str(output)).set_index("path")
+    assert sorted(manifest.index) == sorted(str(corpus / name) for name in EXPECTED)
+    for name, expected in EXPECTED.items():
+        row = manifest.loc[str(corpus / name)]
+        if isinstance(expected, int):
+            assert (row.status, row.n_windows, row.reason) == ("ok", expected, ""), name
+        else:
+            assert row.status == "rejected" and row.n_windows == 0, name
+            assert re.search(expected, row.reason), (name, row.reason)
+    assert not (corpus / "payload-ran").exists()
+    files = sorted((output / "windows").glob("*.parquet"))
+    assert sum(pq.read_metadata(f).num_rows for f in files) == manifest.n_windows.sum() == 8
+    assert summary["ok"] == 3 and summary["rejected"] == 7 and summary["windows"] == 8
+    assert summary["ignored"] == 1 and summary["hours"] == pytest.approx((60 + 60 + 120) / 3600, abs=1e-6)
+    assert summary["files_per_s"] > 0 and summary["windows_per_s"] > 0
+
+
+def test_window_schema_and_corpus_json(prepared):
+    output, _ = prepared
+    files = sorted((output / "windows").glob("*.parquet"))
+    schemas = {str(pq.read_schema(f)) for f in files}
+    assert len(schemas) == 1  # identical across shards
+    schema = pq.read_schema(files[0])
+    assert "ArrowTensorType" in str(schema.field("x").type) and "(19, 30, 200)" in str(schema.field("x").type)
+    for name, kind in (("recording", "string"), ("dataset", "string"), ("subject", "string"), ("session", "string"),
+                       ("trial", "string"), ("labels", "string"), ("window_index", "int64"),
+                       ("window_start_s", "double"), ("label", "int64")):
+        assert str(schema.field(name).type) == kind, name
+    info = corpus_info(str(output))
+    assert info["columns"] == {"x": {"shape": [19, 30, 200], "dtype": "float32"}}
+    hours = pytest.approx(240 / 3600, abs=1e-6)  # 2 × 60 s TUEG + 2 × 60 s DEAP trials, all in windows
+    assert info["counts"] == {"files": 10, "ok": 3, "rejected": 7, "windows": 8, "ignored": 1,
+                              "hours": hours, "window_hours": hours}
+    assert info["preset"]["name"] == "cbramod-eeg" and info["preset"]["steps"][2] == {
+        "step": "Crop", "min_duration_s": 0, "trim_s": 0}
+    assert info["ignored"] == [{"path": str(Path(info["inputs"][0]) / "README.txt"),
+                                "why": "documentation or metadata, not a recording"}]
+    windows = read_windows(str(output))
+    assert windows["x"].shape == (8, 19, 30, 200) and windows["x"].dtype == np.float32
+    deap = windows["dataset"] == "deap"
+    assert sorted(windows["trial"][deap]) == ["01", "01", "02", "02"]
+    assert set(json.loads(windows["labels"][deap][0])) == {"valence", "arousal", "dominance", "liking"}
+    assert (windows["label"] == -1).all() and set(windows["window_start_s"]) == {0.0, 30.0}
+
+
+def test_two_runs_give_bit_identical_windows(corpus, prepared, tmp_path):
+    output, _ = prepared
+    again = tmp_path / "again"
+    prepare_corpus([str(corpus)], str(again), preset="cbramod-eeg", preset_options=EEG_OPTIONS, files_per_commit=4)
+    assert_same_windows(rows_by_key(read_windows(str(output)), ""), rows_by_key(read_windows(str(again)), ""))
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_interrupted_run_resumes_without_redoing_finished_recordings(corpus, prepared, tmp_path):
+    output = tmp_path / "resumed"
+    commits = []
+
+    def stop_after_two(info):  # the driver dies right after its second commit
+        commits.append(info)
+        if len(commits) == 2:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        prepare_corpus([str(corpus)], str(output), preset="cbramod-eeg", preset_options=EEG_OPTIONS,
+                       files_per_commit=4, on_commit=stop_after_two)
+    assert [len(c["paths"]) for c in commits] == [4, 4]  # the 7 bad files sort first, then DEAP
+    first = {f.name: f.stat().st_mtime_ns for f in (output / "windows").glob("*.parquet")}
+    assert first and all(name.startswith(commits[1]["commit"] + "_") for name in first)
+    # A shard left half-written by a crash: not committed, so it must go.
+    shutil.copy(next((output / "windows").glob("*.parquet")), output / "windows" / "99999999T000000-00001-dead_x.parquet")
+
+    summary = prepare_corpus([str(corpus)], str(output), preset="cbramod-eeg", preset_options=EEG_OPTIONS,
+                             files_per_commit=4)
+    assert summary["skipped"] == 8 and summary["processed_now"] == 2
+    after = {f.name: f.stat().st_mtime_ns for f in (output / "windows").glob("*.parquet")}
+    assert {name: after[name] for name in first} == first  # finished shards untouched
+    assert "99999999T000000-00001-dead_x.parquet" not in after
+    manifest = read_manifest(str(output)).set_index("path")
+    for commit in commits:
+        assert (manifest.loc[commit["paths"], "commit"] == commit["commit"]).all()
+    assert_same_windows(rows_by_key(read_windows(str(output)), ""), rows_by_key(read_windows(str(prepared[0])), ""))
+
+    rerun = prepare_corpus([str(corpus)], str(output), preset="cbramod-eeg", preset_options=EEG_OPTIONS)
+    assert rerun["processed_now"] == 0 and rerun["windows"] == 8
+    with pytest.raises(ValueError, match=r"prepared with another preset or format \(cbramod-eeg, auto\)"):
+        prepare_corpus([str(corpus)], str(output), preset="ecg")
+    fresh = prepare_corpus([str(corpus / "tueg")], str(output), preset="ecg", overwrite=True)
+    assert fresh["files"] == 2 and fresh["processed_now"] == 2 and fresh["rejected"] == 2
+
+
+def test_s3_run_gives_the_same_windows_as_the_local_run(corpus, prepared, s3_bucket):
+    fs, bucket = storage.fsspec_filesystem(s3_bucket)
+    fs.put(str(corpus), f"{bucket}/raw", recursive=True)
+    output = storage.join(s3_bucket, "prepared")
+    summary = prepare_corpus([storage.join(s3_bucket, "raw")], output, preset="cbramod-eeg",
+                             preset_options=EEG_OPTIONS)
+    assert (summary["ok"], summary["rejected"], summary["windows"]) == (3, 7, 8)
+    remote = rows_by_key(read_windows(output), storage.join(s3_bucket, "raw") + "/")
+    local = rows_by_key(read_windows(str(prepared[0])), str(corpus) + "/")
+    assert_same_windows(remote, local)
+    reasons = read_manifest(output).set_index("path").reason
+    assert re.search(EXPECTED["bad/s66.dat"], reasons[storage.join(s3_bucket, "raw", "bad", "s66.dat")])
+    dataset = training_dataset(output, columns=["x", "window_index"])
+    batch = next(iter(dataset.iter_torch_batches(batch_size=4)))
+    assert tuple(batch["x"].shape) == (4, 19, 30, 200) and str(batch["x"].dtype) == "torch.float32"
+    assert dataset.count() == 8
+
+
+def test_training_dataset_streams_the_shards(prepared):
+    output, _ = prepared
+    dataset = training_dataset(str(output), columns=["x", "window_index"])
+    assert dataset.count() == 8
+    shapes = {tuple(b["x"].shape[1:]) for b in dataset.iter_batches(batch_size=3, batch_format="numpy")}
+    assert shapes == {(19, 30, 200)}
+    limited = read_windows(str(output), columns=["x"], limit=3)
+    assert list(limited) == ["x"] and limited["x"].shape == (3, 19, 30, 200)
+
+
+def test_corpus_without_windows_fails_fast(corpus, tmp_path, ray_local):
+    with pytest.raises(FileNotFoundError, match=r"no prepared corpus at .*corpus\.json is missing"):
+        corpus_info(str(tmp_path / "nothing"))
+    output = tmp_path / "all-bad"
+    summary = prepare_corpus([str(corpus / "bad")], str(output), preset="cbramod-eeg", preset_options=EEG_OPTIONS)
+    assert summary["windows"] == 0 and summary["rejected"] == 7
+    with pytest.raises(ValueError, match=r"holds no windows \(7 files rejected"):
+        training_dataset(str(output))
+
+
+def test_listing_groups_wfdb_records_and_honours_the_format(tmp_path):
+    synthetic.write_ptbxl(tmp_path, n_records=2)
+    items, ignored = list_inputs([str(tmp_path)])
+    assert [Path(i.path).name for i in items] == ["00001_hr.hea", "00002_hr.hea"]
+    assert items[0].bytes == (tmp_path / "records500/00000/00001_hr.hea").stat().st_size + 5000 * 24
+    assert [Path(p).name for p, _ in ignored] == ["ptbxl_database.csv"]
+    items, ignored = list_inputs([str(tmp_path)], fmt="edf")
+    assert items == [] and len(ignored) == 5
+    with pytest.raises(ValueError, match=r"format must be one of \('auto', 'wfdb', 'edf'"):
+        list_inputs([str(tmp_path)], fmt="csv")
+
+
+def test_a_recording_that_keeps_failing_on_storage_is_rejected_as_retryable(s3_endpoint):
+    windows, row = process_file(
+        InputFile("s3://bucket/rec.edf", "auto", 10), get_preset("cbramod-eeg"),
+        storage.RetryPolicy(attempts=2, first_delay_s=0.01),
+        {"endpoint_url": "http://127.0.0.1:9", "skip_instance_cache": True,
+         "config_kwargs": {"connect_timeout": 1, "retries": {"max_attempts": 1}}})
+    assert windows == [] and row["status"] == "rejected" and row["retryable"]
+    assert row["reason"].startswith("storage: download s3://bucket/rec.edf: still failing after 2 attempts")
+
+
+@dataclass(frozen=True)
+class KillWorkerOn:
+    """A step that kills its worker process on one subject: a file that crashes a native reader."""
+
+    subject: str
+
+    def __call__(self, rec):
+        if rec.subject == self.subject:
+            os._exit(3)
+        return rec
+
+
+def test_a_file_that_kills_its_worker_is_isolated_and_rejected(corpus, tmp_path, ray_local):
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
+    recipe = get_preset("cbramod-eeg", **EEG_OPTIONS)
+    crashing = Preset("crash-test", (KillWorkerOn("aaaaaaab"), *recipe.steps), recipe.windows)
+    summary = prepare_corpus([str(corpus / "tueg")], str(tmp_path / "out"), preset=crashing, task_retries=0)
+    manifest = read_manifest(str(tmp_path / "out")).set_index("path")
+    good, bad = (str(corpus / name) for name in list(EXPECTED)[:2])
+    assert (manifest.loc[good, "status"], manifest.loc[good, "n_windows"]) == ("ok", 2)
+    assert manifest.loc[bad, "status"] == "rejected"
+    assert manifest.loc[bad, "reason"].startswith("worker failed on this file:")
+    assert summary["windows"] == 2 and len(read_windows(str(tmp_path / "out"))["x"]) == 2
+
+
+def test_recordings_with_different_window_shapes_cannot_share_a_corpus(tmp_path, ray_local):
+    synthetic.write_deap(tmp_path / "raw", n_trials=1)  # 32 EEG + GSR
+    synthetic.write_dreamer(tmp_path / "raw", n_subjects=1, n_trials=1, stimulus_s=10.0)  # 14 EEG + 2 ECG
+    with pytest.raises(ValueError, match=r"different window shapes .*prepare these datasets into separate outputs"):
+        prepare_corpus([str(tmp_path / "raw")], str(tmp_path / "out"), preset="physiosync")
+    assert not (tmp_path / "out" / "corpus.json").exists()  # training cannot start on it
+    assert len(read_manifest(str(tmp_path / "out"))) == 2  # yet every file is accounted for
