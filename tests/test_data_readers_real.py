@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import shared_path
+from tests.conftest import shared_path
 from physiofm.data import RecordingRejected, read_recording, read_trials, storage
 from physiofm.data.presets import get_preset
 from physiofm.data.steps import RepairNaN, SelectChannels

@@ -34,7 +34,7 @@ def ecg_corpus(ray_local, tmp_path_factory):
     root = tmp_path_factory.mktemp("ecg")
     write_ptbxl(root / "raw", n_records=24, seed=3)
     summary = prepare_corpus([str(root / "raw")], str(root / "windows"), preset="ecg")
-    assert summary["counts"]["windows"] == 24
+    assert summary["windows"] == 24
     return str(root / "windows")
 
 
@@ -128,8 +128,9 @@ def test_killed_worker_restores_from_the_last_checkpoint(ecg_corpus, tmp_path):
     assert "error" not in box, box.get("error")
     summary = box["summary"]
     assert summary.global_step == 10
-    assert summary.resumed_from and "step_0000000" in summary.resumed_from  # restored, not restarted
-    assert summary.start_step >= 4
+    # Restored from a checkpoint (the last one registered when the worker died), not restarted:
+    assert summary.start_step > 0 and summary.start_step % 2 == 0
+    assert summary.resumed_from.endswith(f"step_{summary.start_step:08d}")
 
 
 def test_checkpoints_on_s3_restore_like_local_ones(ecg_corpus, s3_bucket, tmp_path):
@@ -147,21 +148,26 @@ def test_checkpoints_on_s3_restore_like_local_ones(ecg_corpus, s3_bucket, tmp_pa
     assert second.global_step == 4 and second.start_step == 2
     assert "step_00000002" in second.resumed_from
 
-    fs, path = storage.fsspec_filesystem(storage.join(second.export_uri, "encoder.pt"))
-    encoder = CBraMod.from_pretrained(io.BytesIO(fs.cat_file(path)))  # consolidated from ZeRO-3 shards
-    assert sum(p.numel() for p in encoder.parameters()) > 1_000_000
-    assert all(torch.isfinite(p).all() for p in encoder.parameters())
+    def exported(summary):
+        fs, path = storage.fsspec_filesystem(storage.join(summary.export_uri, "encoder.pt"))
+        return CBraMod.from_pretrained(io.BytesIO(fs.cat_file(path)))  # consolidated from ZeRO-3 shards
+
+    before, after = exported(first), exported(second)
+    expected = CBraMod(n_layer=2, dim_feedforward=256)
+    assert after.config == expected.config
+    assert sum(p.numel() for p in after.parameters()) == sum(p.numel() for p in expected.parameters())
+    assert all(torch.isfinite(p).all() for p in after.parameters())
+    changed = [not torch.equal(a, b) for a, b in zip(before.parameters(), after.parameters()) if a.requires_grad]
+    assert all(changed)  # every trainable tensor moved between step 2 and step 4
 
 
 def test_ray_job_submit_to_a_real_head(ecg_corpus, small_config, tmp_path):
     from tests.ray_head import RayHead
 
     with RayHead(tmp_path / "head") as head:
-        proc = subprocess.run(
-            ["ray", "job", "submit", "--address", head.dashboard_url, "--working-dir", str(REPO_ROOT), "--",
-             "python", "jobs/pretrain_ecg.py", "--corpus", ecg_corpus, "--max-steps", "2", "--checkpoint-every",
-             "2", "--num-workers", "2", "--output", str(tmp_path / "runs"), "--config", small_config],
-            capture_output=True, text=True, timeout=900, env=head.env)
+        proc = head.submit(REPO_ROOT, [
+            "python", "jobs/pretrain_ecg.py", "--corpus", ecg_corpus, "--max-steps", "2", "--checkpoint-every",
+            "2", "--num-workers", "2", "--output", str(tmp_path / "runs"), "--config", small_config])
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "connecting to the Ray cluster" in proc.stdout
     assert "global_step=2" in proc.stdout

@@ -1,0 +1,96 @@
+"""A real Ray head for tests: `ray start --head --block` on free ports with its own temp dir.
+
+Token auth stays on (as on a real cluster) with a token of its own in the environment, so
+nothing is written to ~/.ray. Stopped through its own process group, never `ray stop`
+(which would kill every Ray process of the host).
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RayHead:
+    def __init__(self, log_dir: Path, num_cpus: int = 2, start_timeout_s: float = 180.0):
+        self.log_dir = Path(log_dir)
+        self.num_cpus = num_cpus
+        self.start_timeout_s = start_timeout_s
+        # Every service on a free port: the tests' own local Ray already holds the defaults
+        # (a second dashboard agent on 52365 fails, and jobs then find "no available agent").
+        self.port, self.dashboard_port = free_port(), free_port()
+        self.service_ports = {name: free_port() for name in (
+            "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+            "node-manager-port", "object-manager-port", "runtime-env-agent-port", "ray-client-server-port")}
+        # Unix socket paths under the temp dir must stay short: a fresh folder under /tmp.
+        self.temp_dir = tempfile.mkdtemp(prefix="rayhead-", dir="/tmp")
+        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+        self.env.pop("RAY_ADDRESS", None)
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    def __enter__(self) -> "RayHead":
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_dir / "ray-start.log", "wb") as log:
+            self.process = subprocess.Popen(
+                ["ray", "start", "--head", "--block", f"--port={self.port}",
+                 f"--dashboard-port={self.dashboard_port}", "--dashboard-host=127.0.0.1",
+                 "--include-dashboard=true", f"--num-cpus={self.num_cpus}", f"--temp-dir={self.temp_dir}",
+                 "--disable-usage-stats", *(f"--{name}={port}" for name, port in self.service_ports.items())],
+                env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + self.start_timeout_s
+        while True:  # ready once the job agent answers (the dashboard alone comes up earlier)
+            probe = subprocess.run(["ray", "job", "list", "--address", self.dashboard_url], env=self.env,
+                                   capture_output=True, text=True)
+            if probe.returncode == 0:
+                return self
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.__exit__(None, None, None)
+                raise RuntimeError(f"Ray head did not start: {probe.stderr[-2000:]}\n"
+                                   f"{(self.log_dir / 'ray-start.log').read_text()[-2000:]}")
+            time.sleep(1.0)
+
+    def submit(self, working_dir: Path, entrypoint: list[str], timeout_s: float = 900.0,
+               agent_wait_s: float = 120.0) -> subprocess.CompletedProcess:
+        """`ray job submit --working-dir ... -- entrypoint`, waiting for the head's job agent.
+
+        Right after start the dashboard answers before its job agent does; such a refusal creates
+        no job, so submitting again is safe.
+        """
+        deadline = time.monotonic() + agent_wait_s
+        while True:
+            proc = subprocess.run(["ray", "job", "submit", "--address", self.dashboard_url,
+                                   "--working-dir", str(working_dir), "--", *entrypoint],
+                                  env=self.env, capture_output=True, text=True, timeout=timeout_s)
+            if "No available agent to submit job" not in proc.stderr or time.monotonic() > deadline:
+                return proc
+            time.sleep(2.0)
+
+    def __exit__(self, *exc) -> None:
+        if self.process is not None:
+            group = self.process.pid  # start_new_session: the head leads its own process group
+            for sig in (signal.SIGTERM, signal.SIGKILL):  # then whatever of the group is left
+                try:
+                    os.killpg(group, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    self.process.wait(10)
+                except subprocess.TimeoutExpired:
+                    pass
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
