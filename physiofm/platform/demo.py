@@ -5,21 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def _demo(kind: str, folder: Path) -> str:
+def _demo(kind: str, folder: Path, n_recordings: int) -> str:
     from physiofm.data.synthetic import write_demo_corpus
 
     done = folder.parent / f".{folder.name}.complete"  # beside the tree, not a file the pipeline walks
     if not done.exists():
-        write_demo_corpus(kind, folder)
+        write_demo_corpus(kind, folder, n_recordings=n_recordings)
         done.write_text("written by physiofm.data.synthetic.write_demo_corpus\n")
     return str(folder)
 
 
 def ecg_demo_corpus(folder: Path) -> str:
-    """PTB-XL-like WFDB tree: 12-lead, 500 Hz, 10-s records."""
-    return _demo("ecg", folder)
+    """PTB-XL-like WFDB tree: 48 12-lead, 500 Hz, 10-s records (one window each)."""
+    return _demo("ecg", folder, 48)
 
 
 def eeg_demo_corpus(folder: Path) -> str:
-    """TUEG-like EDF tree, long enough for the CBraMod recipe's trims and minimum duration."""
-    return _demo("eeg", folder)
+    """TUEG-like EDF tree: 4 six-minute recordings (8 windows of 30 s each after the recipe's trims)."""
+    return _demo("eeg", folder, 4)

@@ -8,6 +8,7 @@ rank every K steps (each checkpoint also carries a consolidated export of the en
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import tempfile
@@ -20,6 +21,7 @@ import torch
 from physiofm.platform.config import OptimConfig, TrainConfig
 from physiofm.platform.export import export_encoders
 
+logger = logging.getLogger("physiofm.train")  # Ray Train routes worker logs to the driver once
 CHECKPOINT_TAG = "state"  # DeepSpeed tag inside each reported checkpoint directory
 DEEPSPEED_KEY = "_deepspeed"  # the resolved DeepSpeed config travels beside the TrainConfig dict
 TENSORBOARD_KEY = "_tensorboard_dir"
@@ -76,8 +78,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             engine.load_checkpoint(directory, tag=CHECKPOINT_TAG)
         resumed_from = checkpoint.path
         if rank == 0:
-            print(f"[physiofm] resumed from checkpoint {checkpoint.path} at global_step={engine.global_steps}",
-                  flush=True)
+            logger.info(f"[physiofm] resumed from checkpoint {checkpoint.path} at global_step={engine.global_steps}")
     start_step = engine.global_steps
 
     writer = None
@@ -123,9 +124,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                         writer.add_scalar(f"train/{key}", report[key], step)
                     writer.flush()
                 if rank == 0:
-                    print(f"[physiofm] step {step}/{cfg.run.max_steps} loss={report['loss']:.4f} "
-                          f"lr={report['lr']:.2e} samples/s={report['samples_per_s']:.1f} "
-                          f"input-wait={100 * report['input_wait_share']:.0f}%", flush=True)
+                    logger.info(f"[physiofm] step {step}/{cfg.run.max_steps} loss={report['loss']:.4f} "
+                                f"lr={report['lr']:.2e} samples/s={report['samples_per_s']:.1f} "
+                                f"input-wait={100 * report['input_wait_share']:.0f}%")
                 if step % cfg.run.checkpoint_every == 0 or done:
                     _save_and_report(engine, objective, report, rank, step)
                 else:

@@ -77,7 +77,7 @@ def connect_ray(address: str | None = None, log: Log = print) -> None:
         ray.init(address="local", log_to_driver=True)
 
 
-def resolve_corpus(cfg: TrainConfig, log: Log = print) -> tuple[str, dict]:
+def resolve_corpus(cfg: TrainConfig, log: Log = print, address: str | None = None) -> tuple[str, dict]:
     """(prepared corpus URI, its info); a raw corpus is prepared first through the data pipeline."""
     from physiofm.data.loader import corpus_info
 
@@ -97,6 +97,7 @@ def resolve_corpus(cfg: TrainConfig, log: Log = print) -> tuple[str, dict]:
     prepared = cfg.data.prepared_cache or storage.join(cfg.run.storage, cfg.run.name, "corpus")
     preset = cfg.data.preset or cfg.method.default_preset
     log(f"{uri} holds raw recordings: preparing windows with preset '{preset}' into {prepared}")
+    connect_ray(address, log)  # ours, before the pipeline would start one without worker logs
     prepare_corpus([uri], prepared, preset=preset, progress=log)
     try:
         return prepared, corpus_info(prepared)
@@ -142,7 +143,7 @@ def pretrain(cfg: TrainConfig, *, address: str | None = None, log: Log = print) 
     from ray.train.torch import TorchTrainer
 
     started = time.perf_counter()
-    corpus, info = resolve_corpus(cfg, log)
+    corpus, info = resolve_corpus(cfg, log, address)
     check_corpus(cfg, corpus, info)
     if getattr(cfg.method, "init_from", ""):
         from physiofm.platform.methods import read_initial_weights
@@ -166,6 +167,9 @@ def pretrain(cfg: TrainConfig, *, address: str | None = None, log: Log = print) 
     required, optional = cfg.method.columns
     available = set(info.get("columns", {})) | set(info.get("metadata_columns", []))
     columns = [*required, *(c for c in optional if c in available)]
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = False  # the loop logs its own progress line
     dataset = training_dataset(corpus, columns=columns)
 
     if storage.is_remote(cfg.run.storage):
