@@ -139,13 +139,14 @@ def test_checkpoints_on_s3_restore_like_local_ones(ecg_corpus, s3_bucket, tmp_pa
     base = {
         "method": {"name": "masked_reconstruction", "modality": "ecg", "inter_ratio": 0.25,
                    "encoder": {"n_layer": 2, "dim_feedforward": 256}},
-        "data": {"corpus": ecg_corpus, "batch_size": 4},
+        "data": {"corpus": ecg_corpus, "batch_size": 2, "validation_fraction": 0.25},
         "run": {"name": "remote", "storage": f"{s3_bucket}/runs", "checkpoint_every": 2, "zero_stage": 3},
         "scaling": {"num_workers": 2}}
     first = pretrain(TrainConfig.from_dict({**base, "run": {**base["run"], "max_steps": 2}}), log=lambda _: None)
     assert first.global_step == 2 and first.checkpoint_uri.startswith(f"{s3_bucket}/runs/remote/step_00000002")
     second = pretrain(TrainConfig.from_dict({**base, "run": {**base["run"], "max_steps": 4}}), log=lambda _: None)
     assert second.global_step == 4 and second.start_step == 2
+    assert 0 < second.val_loss < 1e3 and 0 < first.val_loss < 1e3  # held-out records, fixed masks
     assert "step_00000002" in second.resumed_from
 
     def exported(summary):

@@ -40,9 +40,19 @@ class DataConfig:
     prefetch_batches: int = 2
     preset: str = ""  # preprocessing preset for a raw corpus ("" = the method's default)
     prepared_cache: str = ""  # where a raw corpus is prepared ("" = beside the run's output)
+    validation_fraction: float = 0.0  # share of groups held out; validation loss at every checkpoint
+    validation_by: tuple[str, ...] = ("recording",)  # a group never straddles the split (e.g. trial)
 
     def validate(self) -> None:
         _positive("data.batch_size", self.batch_size)
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ConfigError(f"data.validation_fraction must be in [0, 1), got {self.validation_fraction!r}")
+        from physiofm.data.corpus import METADATA_COLUMNS
+
+        unknown = [c for c in self.validation_by if c not in METADATA_COLUMNS]
+        if not self.validation_by or unknown:
+            raise ConfigError(f"data.validation_by must name metadata columns among {list(METADATA_COLUMNS)}, "
+                              f"got {list(self.validation_by)}")
         _non_negative("data.shuffle_buffer", self.shuffle_buffer)
         _non_negative("data.prefetch_batches", self.prefetch_batches)
 

@@ -88,6 +88,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         writer = SummaryWriter(tensorboard_dir)
 
     shard = ray.train.get_dataset_shard("train")
+    validation = ray.train.get_dataset_shard("validation") if cfg.data.validation_fraction > 0 else None
     window = _Window()
     first_loss = math.nan
     epoch = 0
@@ -128,6 +129,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                                 f"lr={report['lr']:.2e} samples/s={report['samples_per_s']:.1f} "
                                 f"input-wait={100 * report['input_wait_share']:.0f}%")
                 if step % cfg.run.checkpoint_every == 0 or done:
+                    if validation is not None:
+                        report["val_loss"] = _validation_loss(engine, validation, cfg, float_dtype, device, rank, world)
+                        if rank == 0:
+                            logger.info(f"[physiofm] step {step} validation loss={report['val_loss']:.4f}")
                     _save_and_report(engine, objective, report, rank, step)
                 else:
                     ray.train.report(report)
@@ -141,6 +146,27 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 f"the corpus is too small for {world} workers; lower data.batch_size or scaling.num_workers")
     if writer is not None:
         writer.close()
+
+
+def _validation_loss(engine, shard, cfg: TrainConfig, float_dtype, device, rank: int, world: int) -> float:
+    """Mean objective loss over this worker's validation shard, averaged over workers.
+
+    Masks are drawn from fixed seeds, so losses of successive checkpoints are comparable.
+    """
+    engine.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for batch in shard.iter_torch_batches(batch_size=cfg.data.batch_size, drop_last=True, device=device):
+            batch = {k: v.to(float_dtype) if v.is_floating_point() else v for k, v in batch.items()}
+            engine.module.reseed(_draw_seed(cfg.run.seed, rank, -1 - count))
+            loss, _ = engine(batch)
+            total += float(loss.detach().float())
+            count += 1
+    engine.train()
+    sums = torch.tensor([total, float(count)], dtype=torch.float64)
+    if world > 1 and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(sums)
+    return float(sums[0] / sums[1]) if sums[1] > 0 else math.nan
 
 
 def _draw_seed(seed: int, rank: int, micro_step: int) -> int:

@@ -32,6 +32,7 @@ class RunSummary:
     last_loss: float
     samples_per_s: float
     input_wait_share: float
+    val_loss: float
     checkpoint_uri: str
     export_uri: str
     tensorboard_uri: str
@@ -50,7 +51,8 @@ class RunSummary:
             f"physiofm run '{self.name}' finished: global_step={self.global_step}",
             f"  {resumed}; {self.global_step - self.start_step} steps in this run on {self.num_workers} workers "
             f"({self.elapsed_s:.0f} s)",
-            f"  loss {self.first_loss:.4f} (first step of this run) -> {self.last_loss:.4f} (last)",
+            f"  loss {self.first_loss:.4f} (first step of this run) -> {self.last_loss:.4f} (last)"
+            + (f"; validation loss {self.val_loss:.4f}" if self.val_loss == self.val_loss else ""),
             f"  throughput {self.samples_per_s:.1f} samples/s, input wait {100 * self.input_wait_share:.0f}% "
             f"of step time",
             f"  checkpoint   {self.checkpoint_uri}",
@@ -170,7 +172,15 @@ def pretrain(cfg: TrainConfig, *, address: str | None = None, log: Log = print) 
     import ray.data
 
     ray.data.DataContext.get_current().enable_progress_bars = False  # the loop logs its own progress line
-    dataset = training_dataset(corpus, columns=columns)
+    datasets = {"train": training_dataset(corpus, columns=columns)}
+    if cfg.data.validation_fraction > 0:
+        from physiofm.data.splits import split_by_group
+
+        by = list(cfg.data.validation_by)
+        full = training_dataset(corpus, columns=[*columns, *(c for c in by if c not in columns)])
+        train, validation, held_out = split_by_group(full, by, cfg.data.validation_fraction, cfg.run.seed)
+        datasets = {"train": train.select_columns(columns), "validation": validation.select_columns(columns)}
+        log(f"validation: {len(held_out)} groups by {by} held out ({cfg.data.validation_fraction:.0%})")
 
     if storage.is_remote(cfg.run.storage):
         storage_fs, storage_path = storage.pyarrow_filesystem(cfg.run.storage, via_fsspec=True)
@@ -194,7 +204,7 @@ def pretrain(cfg: TrainConfig, *, address: str | None = None, log: Log = print) 
             name=cfg.run.name, storage_path=storage_path, storage_filesystem=storage_fs,
             failure_config=ray.train.FailureConfig(max_failures=cfg.run.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.run.keep_checkpoints)),
-        datasets={"train": dataset},
+        datasets=datasets,
     )
     log(f"training {cfg.method.name} on {info['counts']['windows']} windows with {cfg.scaling.num_workers} workers, "
         f"ZeRO-{cfg.run.zero_stage}, up to global_step={cfg.run.max_steps}")
@@ -209,6 +219,7 @@ def pretrain(cfg: TrainConfig, *, address: str | None = None, log: Log = print) 
         first_loss=float(metrics.get("first_loss", float("nan"))), last_loss=float(metrics.get("loss", float("nan"))),
         samples_per_s=float(metrics.get("samples_per_s", 0.0)),
         input_wait_share=float(metrics.get("input_wait_share", 0.0)),
+        val_loss=float(metrics.get("val_loss", float("nan"))),
         checkpoint_uri=checkpoint_uri, export_uri=storage.join(checkpoint_uri, "export") if checkpoint_uri else "",
         tensorboard_uri=tensorboard_dir, num_workers=cfg.scaling.num_workers,
         elapsed_s=time.perf_counter() - started)
