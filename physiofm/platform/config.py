@@ -24,12 +24,38 @@ class ConfigError(ValueError):
 
 @dataclass
 class MethodConfig:
-    """Base of each method's config (`physiofm.platform.methods`): what to build and train."""
+    """Base of each method's config (`physiofm.platform.methods`): what to build and train.
+
+    Driver-side hooks, all run before any worker starts: `check_corpus` (window shapes),
+    `prepare_datasets` (select the streamed columns; a method may also fit statistics on the
+    training side only, or regroup rows). Worker side: `build` makes the objective.
+    """
 
     name: typing.ClassVar[str] = ""
+    #: metadata columns `prepare_datasets` needs besides the streamed ones (e.g. subject, trial)
+    grouping_columns: typing.ClassVar[tuple[str, ...]] = ()
 
     def validate(self) -> None:
         pass
+
+    @property
+    def columns(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(required, optional) corpus columns streamed to the objective."""
+        raise NotImplementedError
+
+    @property
+    def default_preset(self) -> str:
+        raise NotImplementedError
+
+    def check_corpus(self, shapes: Mapping[str, tuple[int, ...]]) -> None:
+        pass
+
+    def prepare_datasets(self, datasets: dict[str, Any], streamed: list[str]) -> dict[str, Any]:
+        """Ray Datasets by name ("train", maybe "validation") -> what the workers stream."""
+        return {name: ds.select_columns(streamed) for name, ds in datasets.items()}
+
+    def build(self, seed: int = 0, initial_weights: Any = None):
+        raise NotImplementedError
 
 
 @dataclass

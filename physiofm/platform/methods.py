@@ -37,7 +37,6 @@ class MaskedReconstructionConfig(MethodConfig):
 
     @property
     def columns(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """(required, optional) corpus columns streamed to the objective."""
         return MaskedReconstruction.input_columns, MaskedReconstruction.optional_columns
 
     @property

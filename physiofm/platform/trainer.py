@@ -168,19 +168,25 @@ def pretrain(cfg: TrainConfig, *, address: str | None = None, log: Log = print) 
 
     required, optional = cfg.method.columns
     available = set(info.get("columns", {})) | set(info.get("metadata_columns", []))
-    columns = [*required, *(c for c in optional if c in available)]
+    streamed = [*required, *(c for c in optional if c in available)]
+    extra = [*cfg.method.grouping_columns]
+    if cfg.data.validation_fraction > 0:
+        extra += cfg.data.validation_by
+    read = list(dict.fromkeys([*streamed, *extra]))
+
     import ray.data
 
     ray.data.DataContext.get_current().enable_progress_bars = False  # the loop logs its own progress line
-    datasets = {"train": training_dataset(corpus, columns=columns)}
+    datasets = {"train": training_dataset(corpus, columns=read)}
     if cfg.data.validation_fraction > 0:
         from physiofm.data.splits import split_by_group
 
         by = list(cfg.data.validation_by)
-        full = training_dataset(corpus, columns=[*columns, *(c for c in by if c not in columns)])
-        train, validation, held_out = split_by_group(full, by, cfg.data.validation_fraction, cfg.run.seed)
-        datasets = {"train": train.select_columns(columns), "validation": validation.select_columns(columns)}
+        train, validation, held_out = split_by_group(datasets["train"], by, cfg.data.validation_fraction,
+                                                     cfg.run.seed)
+        datasets = {"train": train, "validation": validation}
         log(f"validation: {len(held_out)} groups by {by} held out ({cfg.data.validation_fraction:.0%})")
+    datasets = cfg.method.prepare_datasets(datasets, streamed)
 
     if storage.is_remote(cfg.run.storage):
         storage_fs, storage_path = storage.pyarrow_filesystem(cfg.run.storage, via_fsspec=True)
