@@ -173,3 +173,29 @@ def test_ray_job_submit_to_a_real_head(ecg_corpus, small_config, tmp_path):
     assert "connecting to the Ray cluster" in proc.stdout
     assert "global_step=2" in proc.stdout
     assert (tmp_path / "runs" / "ecg-dual-masking" / "step_00000002" / "export" / "encoder.pt").is_file()
+
+
+def test_embed_job_writes_one_embedding_per_window(ecg_corpus, tmp_path):
+    import numpy as np
+
+    from physiofm.data.loader import read_windows
+    from physiofm.platform.embed import EmbedConfig, embed_corpus
+
+    torch.manual_seed(0)
+    encoder = CBraMod(n_layer=1).eval()
+    weights = encoder.save_pretrained(tmp_path / "encoder.pt")
+    summary = embed_corpus(EmbedConfig(corpus=ecg_corpus, encoder=str(weights), output=str(tmp_path / "out"),
+                                       batch_size=5), log=lambda _: None)
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(tmp_path / "out" / "embeddings").to_pandas()
+    assert summary["windows"] == len(table) == 24
+    assert {"embedding", "recording", "subject", "window_index", "labels"} <= set(table.columns)
+    windows = read_windows(ecg_corpus, columns=["x", "channel_mask", "recording", "window_index"])
+    by_key = {(r, w): i for i, (r, w) in enumerate(zip(windows["recording"], windows["window_index"]))}
+    for row in table.head(4).itertuples():
+        i = by_key[(row.recording, row.window_index)]
+        assert windows["channel_mask"][i].all()  # 12-lead records: plain mean pooling applies
+        with torch.no_grad():
+            expected = encoder.embed(torch.from_numpy(windows["x"][i][None]))[0].numpy()
+        np.testing.assert_allclose(np.asarray(row.embedding), expected, rtol=1e-4, atol=1e-5)
