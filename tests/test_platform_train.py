@@ -149,6 +149,10 @@ def test_checkpoints_on_s3_restore_like_local_ones(ecg_corpus, s3_bucket, tmp_pa
     assert 0 < second.val_loss < 1e3 and 0 < first.val_loss < 1e3  # held-out records, fixed masks
     assert "step_00000002" in second.resumed_from
 
+    tb_fs, tb_path = storage.fsspec_filesystem(second.tensorboard_uri)
+    assert second.tensorboard_uri == f"{s3_bucket}/runs/remote/tensorboard"
+    assert any("events.out.tfevents" in p for p in tb_fs.find(tb_path))  # curves follow the checkpoints
+
     def exported(summary):
         fs, path = storage.fsspec_filesystem(storage.join(summary.export_uri, "encoder.pt"))
         return CBraMod.from_pretrained(io.BytesIO(fs.cat_file(path)))  # consolidated from ZeRO-3 shards

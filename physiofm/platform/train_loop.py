@@ -24,7 +24,8 @@ from physiofm.platform.export import export_encoders
 logger = logging.getLogger("physiofm.train")  # Ray Train routes worker logs to the driver once
 CHECKPOINT_TAG = "state"  # DeepSpeed tag inside each reported checkpoint directory
 DEEPSPEED_KEY = "_deepspeed"  # the resolved DeepSpeed config travels beside the TrainConfig dict
-TENSORBOARD_KEY = "_tensorboard_dir"
+TENSORBOARD_KEY = "_tensorboard_dir"  # where rank 0 writes event files (on its own node)
+TENSORBOARD_SYNC_KEY = "_tensorboard_uri"  # remote copy refreshed at every checkpoint ("" = none)
 
 
 def warmup_cosine(optim: OptimConfig, total_steps: int):
@@ -49,6 +50,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     config = dict(config)
     ds_config = config.pop(DEEPSPEED_KEY)
     tensorboard_dir = config.pop(TENSORBOARD_KEY, "")
+    tensorboard_uri = config.pop(TENSORBOARD_SYNC_KEY, "")
     cfg = TrainConfig.from_dict(config)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -134,6 +136,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                         if rank == 0:
                             logger.info(f"[physiofm] step {step} validation loss={report['val_loss']:.4f}")
                     _save_and_report(engine, objective, report, rank, step)
+                    if writer is not None and tensorboard_uri:
+                        _upload_dir(tensorboard_dir, tensorboard_uri)
                 else:
                     ray.train.report(report)
                 window = _Window()
@@ -167,6 +171,16 @@ def _validation_loss(engine, shard, cfg: TrainConfig, float_dtype, device, rank:
     if world > 1 and torch.distributed.is_initialized():
         torch.distributed.all_reduce(sums)
     return float(sums[0] / sums[1]) if sums[1] > 0 else math.nan
+
+
+def _upload_dir(local: str, uri: str) -> None:
+    from physiofm.data import storage
+
+    fs, path = storage.fsspec_filesystem(uri)
+    for file in Path(local).rglob("*"):
+        if file.is_file():
+            target = f"{path}/{file.relative_to(local).as_posix()}"
+            storage.retry(lambda f=file, t=target: fs.put_file(str(f), t), what=f"upload {file.name}")
 
 
 def _draw_seed(seed: int, rank: int, micro_step: int) -> int:

@@ -8,6 +8,7 @@ prepares a raw corpus through the data pipeline when needed, connects to the clu
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Callable
 
 from physiofm.data import storage
 from physiofm.platform.config import ConfigError, TrainConfig
-from physiofm.platform.train_loop import (DEEPSPEED_KEY, TENSORBOARD_KEY, deepspeed_config,
+from physiofm.platform.train_loop import (DEEPSPEED_KEY, TENSORBOARD_KEY, TENSORBOARD_SYNC_KEY, deepspeed_config,
                                           deepspeed_template, train_loop_per_worker)
 
 Log = Callable[[str], None]
@@ -190,13 +191,15 @@ def pretrain(cfg: TrainConfig, *, address: str | None = None, log: Log = print) 
 
     if storage.is_remote(cfg.run.storage):
         storage_fs, storage_path = storage.pyarrow_filesystem(cfg.run.storage, via_fsspec=True)
-        tensorboard_dir = str(Path.home() / ".cache" / "physiofm" / "tensorboard" / cfg.run.name)
+        tensorboard_dir = str(Path(tempfile.gettempdir()) / "physiofm-tensorboard" / cfg.run.name)
+        tensorboard_uri = storage.join(run_uri, "tensorboard")
     else:
         storage_fs, storage_path = None, storage.strip_scheme(cfg.run.storage)
-        tensorboard_dir = os.path.join(storage_path, cfg.run.name, "tensorboard")
+        tensorboard_dir = tensorboard_uri = os.path.join(storage_path, cfg.run.name, "tensorboard")
     loop_config = cfg.to_dict()
     loop_config[DEEPSPEED_KEY] = deepspeed_config(cfg, template, cfg.scaling.use_gpu)
     loop_config[TENSORBOARD_KEY] = tensorboard_dir
+    loop_config[TENSORBOARD_SYNC_KEY] = tensorboard_uri if tensorboard_uri != tensorboard_dir else ""
 
     resources = {"CPU": worker_cpus(cfg, log), **cfg.scaling.resources_per_worker}
     if cfg.scaling.use_gpu:
@@ -227,5 +230,5 @@ def pretrain(cfg: TrainConfig, *, address: str | None = None, log: Log = print) 
         input_wait_share=float(metrics.get("input_wait_share", 0.0)),
         val_loss=float(metrics.get("val_loss", float("nan"))),
         checkpoint_uri=checkpoint_uri, export_uri=storage.join(checkpoint_uri, "export") if checkpoint_uri else "",
-        tensorboard_uri=tensorboard_dir, num_workers=cfg.scaling.num_workers,
+        tensorboard_uri=tensorboard_uri, num_workers=cfg.scaling.num_workers,
         elapsed_s=time.perf_counter() - started)
