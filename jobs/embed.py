@@ -15,19 +15,23 @@ import sys
 from physiofm.platform.embed import EmbedConfig, embed_corpus
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--corpus", required=True, help="prepared windows (folder or s3:// URI with corpus.json)")
-    parser.add_argument("--encoder", required=True,
+def parser() -> argparse.ArgumentParser:
+    cli = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    cli.add_argument("--corpus", required=True, help="prepared windows (folder or s3:// URI with corpus.json)")
+    cli.add_argument("--encoder", required=True,
                         help="encoder weights: a physiofm export (<checkpoint>/export/encoder.pt) or the official "
                              "CBraMod pretrained_weights.pth; local path or s3://")
-    parser.add_argument("--output", required=True, help="folder or s3:// URI for the embeddings")
-    parser.add_argument("--pooling", choices=["mean", "flatten"], default="mean",
+    cli.add_argument("--output", required=True, help="folder or s3:// URI for the embeddings")
+    cli.add_argument("--pooling", choices=["mean", "flatten"], default="mean",
                         help="mean over channels and patches (d_model values) or all patches flattened")
-    parser.add_argument("--batch-size", type=int, default=64, help="windows per encoder call")
-    parser.add_argument("--actors", type=int, default=1, help="encoder actors (each holds one encoder copy)")
-    parser.add_argument("--use-gpu", action="store_true", help="one GPU per actor")
-    args = parser.parse_args(argv)
+    cli.add_argument("--batch-size", type=int, default=64, help="windows per encoder call")
+    cli.add_argument("--actors", type=int, default=1, help="encoder actors (each holds one encoder copy)")
+    cli.add_argument("--use-gpu", action="store_true", help="one GPU per actor")
+    return cli
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
     try:
         embed_corpus(EmbedConfig(corpus=args.corpus, encoder=args.encoder, output=args.output, pooling=args.pooling,
                                  batch_size=args.batch_size, actors=args.actors, use_gpu=args.use_gpu))

@@ -20,11 +20,15 @@ DEMO = {"data": {"batch_size": 4}, "optim": {"warmup_steps": 2},
         "run": {"max_steps": 12, "checkpoint_every": 6, "log_every": 2}}
 
 
+def parser():
+    cli = build_parser(__doc__)
+    cli.add_argument("--intra-ratio", type=float, help="probability of masking each (lead, patch) (0.5)")
+    cli.add_argument("--inter-ratio", type=float, help="probability of masking each whole lead (0.25)")
+    return cli
+
+
 def main(argv=None) -> int:
-    parser = build_parser(__doc__)
-    parser.add_argument("--intra-ratio", type=float, help="probability of masking each (lead, patch) (0.5)")
-    parser.add_argument("--inter-ratio", type=float, help="probability of masking each whole lead (0.25)")
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
     return run_job(args, DEFAULTS, {"intra_ratio": args.intra_ratio, "inter_ratio": args.inter_ratio},
                    ecg_demo_corpus, DEMO)
 

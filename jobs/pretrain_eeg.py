@@ -19,12 +19,16 @@ DEMO = {"data": {"batch_size": 2}, "optim": {"warmup_steps": 2},
         "run": {"max_steps": 8, "checkpoint_every": 4, "log_every": 2}}
 
 
-def main(argv=None) -> int:
-    parser = build_parser(__doc__)
-    parser.add_argument("--mask-ratio", type=float, help="probability of masking each patch (0.5)")
-    parser.add_argument("--init-from", help="start from these weights: the official pretrained_weights.pth "
+def parser():
+    cli = build_parser(__doc__)
+    cli.add_argument("--mask-ratio", type=float, help="probability of masking each patch (0.5)")
+    cli.add_argument("--init-from", help="start from these weights: the official pretrained_weights.pth "
                                             "or a physiofm export (local path or s3://)")
-    args = parser.parse_args(argv)
+    return cli
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
     return run_job(args, DEFAULTS, {"intra_ratio": args.mask_ratio, "init_from": args.init_from},
                    eeg_demo_corpus, DEMO)
 
