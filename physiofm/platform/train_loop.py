@@ -64,6 +64,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         from physiofm.platform.methods import read_initial_weights
 
         initial = read_initial_weights(cfg.method.init_from)
+        if rank == 0:
+            logger.info(f"[physiofm] initialised from {cfg.method.init_from}")
     objective = cfg.method.build(seed=cfg.run.seed, initial_weights=initial)
     trainable = [p for p in objective.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.optim.lr, betas=cfg.optim.betas,
