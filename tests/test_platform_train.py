@@ -203,3 +203,23 @@ def test_embed_job_writes_one_embedding_per_window(ecg_corpus, tmp_path):
         with torch.no_grad():
             expected = encoder.embed(torch.from_numpy(windows["x"][i][None]))[0].numpy()
         np.testing.assert_allclose(np.asarray(row.embedding), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_corpus_with_no_windows_fails_before_any_worker_starts(ray_local, tmp_path):
+    from physiofm.data.bad_files import empty, truncated
+    from physiofm.data.pipeline import prepare_corpus
+    from physiofm.data.synthetic import write_ptbxl
+
+    good = write_ptbxl(tmp_path / "src", n_records=1, seed=0)[0]
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    empty(raw / "a.hea")
+    truncated(good.with_suffix(".dat"), raw / "b.dat", keep=0.1)
+    (raw / "b.hea").write_text(good.read_text().replace(good.stem, "b"))
+    prepare_corpus([str(raw)], str(tmp_path / "windows"), preset="ecg", progress=lambda _: None)
+    proc = subprocess.run([sys.executable, "jobs/pretrain_ecg.py", "--corpus", str(tmp_path / "windows"),
+                           "--output", str(tmp_path / "runs")], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "data.corpus" in proc.stderr and "holds no windows" in proc.stderr and "rejected" in proc.stderr
+    assert "starting a local Ray" not in proc.stdout and not (tmp_path / "runs").exists()
