@@ -112,7 +112,8 @@ def test_killed_worker_restores_from_the_last_checkpoint(ecg_corpus, tmp_path):
     cfg = TrainConfig.from_dict({
         "method": {"name": "masked_reconstruction", "modality": "ecg", "inter_ratio": 0.25,
                    "encoder": {"n_layer": 2, "dim_feedforward": 256}},
-        "data": {"corpus": ecg_corpus, "batch_size": 4},
+        "data": {"corpus": ecg_corpus, "batch_size": 2},
+        "optim": {"grad_accum": 2},  # optimizer steps, not micro-steps, drive checkpoints and the count
         "run": {"name": "faulty", "storage": str(tmp_path), "max_steps": 10, "checkpoint_every": 2,
                 "max_failures": 2, "log_every": 1},
         "scaling": {"num_workers": 2}})

@@ -113,14 +113,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             engine.module.reseed(_draw_seed(cfg.run.seed, rank, micro))
             loss, metrics = engine(batch)
             engine.backward(loss)
-            engine.step()
+            before = engine.global_steps
+            engine.step()  # an optimizer step only at the end of each accumulation of micro-steps
             window.add(loss, metrics, len(next(iter(batch.values()))), waited)
             step = engine.global_steps
-            boundary = engine.is_gradient_accumulation_boundary() or cfg.optim.grad_accum == 1
+            stepped = step > before
             if math.isnan(first_loss):
                 first_loss = window.mean_loss()
             done = step >= cfg.run.max_steps
-            if boundary and (step % cfg.run.log_every == 0 or step % cfg.run.checkpoint_every == 0 or done):
+            if stepped and (step % cfg.run.log_every == 0 or step % cfg.run.checkpoint_every == 0 or done):
                 report = window.reduce(world)
                 report.update(global_step=step, lr=scheduler.get_last_lr()[0], epoch=epoch,
                               first_loss=first_loss, start_step=start_step, resumed_from=resumed_from)
