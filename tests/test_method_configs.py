@@ -16,12 +16,7 @@ SMALL_SYNC = {"name": "physiosync", "long_dim": 16, "short_dim": 8, "depth": 1, 
               "projector": {"hidden": [16], "out_dim": 8}, "head_dim": 8}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def config(method: dict, **data) -> TrainConfig:
