@@ -52,6 +52,15 @@ def run_job(cluster, script: str, *args: str) -> str:
     return proc.stdout + proc.stderr
 
 
+def train_twice(cluster, tmp_path, script: str, config: str, *flags: str) -> tuple[str, str, object]:
+    """Run a job to global step 8, then again to 12 (same output and name): (output 1, output 2, runs dir)."""
+    (tmp_path / "small.yaml").write_text(config)
+    out = tmp_path / "runs"
+    common = [*flags, "--config", str(tmp_path / "small.yaml"), "--output", str(out), "--checkpoint-every", "4"]
+    first = run_job(cluster, script, *common, "--max-steps", "8")
+    return first, run_job(cluster, script, *common, "--max-steps", "12"), out
+
+
 def losses(output: str) -> list[float]:
     return [float(m) for m in re.findall(r"\[physiofm\] step \d+/\d+ loss=([0-9.]+)", output)]
 
@@ -72,16 +81,11 @@ def load(path):
 
 
 def test_scmm_job_pretrains_on_demo_seed_for_deap_resumes_and_exports(cluster, tmp_path):
-    config = tmp_path / "small.yaml"
-    config.write_text(SMALL_SCMM)
-    out = tmp_path / "runs"
-    common = ["--source", "seed", "--target", "deap", "--config", str(config), "--output", str(out),
-              "--checkpoint-every", "4"]
-    first = run_job(cluster, "pretrain_scmm.py", *common, "--max-steps", "8")
+    first, second, out = train_twice(cluster, tmp_path, "pretrain_scmm.py", SMALL_SCMM, "--source", "seed",
+                                     "--target", "deap")
     assert "no --corpus given: using the embedded demo corpus" in first
     assert "preparing windows with preset 'scmm-de-deap32'" in first
     assert "validation: 1 groups by ['recording'] held out" in first and "validation loss" in first
-    second = run_job(cluster, "pretrain_scmm.py", *common, "--max-steps", "12")
     assert_falls_then_resumes(first, second, "scmm-seed-deap")
 
     export = out / "scmm-seed-deap" / "step_00000012" / "export"
@@ -106,14 +110,9 @@ def test_scmm_job_pretrains_on_demo_seed_for_deap_resumes_and_exports(cluster, t
 
 
 def test_physiosync_job_pretrains_both_resolutions_on_demo_deap_resumes_and_exports(cluster, tmp_path):
-    config = tmp_path / "small.yaml"
-    config.write_text(SMALL_PHYSIOSYNC)
-    out = tmp_path / "runs"
-    common = ["--dataset", "deap", "--resolution", "both", "--config", str(config), "--output", str(out),
-              "--checkpoint-every", "4"]
-    first = run_job(cluster, "pretrain_physiosync.py", *common, "--max-steps", "8")
+    first, second, out = train_twice(cluster, tmp_path, "pretrain_physiosync.py", SMALL_PHYSIOSYNC,
+                                     "--dataset", "deap", "--resolution", "both")
     assert "physiosync train: 48 segments of all 4 subjects; 0 segments dropped" in first
-    second = run_job(cluster, "pretrain_physiosync.py", *common, "--max-steps", "12")
     assert_falls_then_resumes(first, second, "physiosync-deap-both")
 
     export = out / "physiosync-deap-both" / "step_00000012" / "export"
