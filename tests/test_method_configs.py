@@ -48,6 +48,8 @@ def test_scmm_pair_gives_the_published_setting_and_the_channel_set(source, targe
     ({"name": "physiosync", "dataset": "amigos"}, r"method.dataset must be one of \['', 'deap', 'dreamer'\]"),
     ({"name": "physiosync", "long_dim": 30, "heads": 4}, r"method.long_dim=30 must be divisible by method.heads=4"),
     ({"name": "physiosync", "projector": {"width": 3}}, r"unknown config key method.projector.width"),
+    ({"name": "physiosync", "subjects_per_group": 0}, r"method.subjects_per_group must be >= 1 or null"),
+    ({"name": "physiosync", "augment": {"scale_low": 1.5}}, r"0 < scale_low <= scale_high, got \(1.5, 1.2\)"),
 ])
 def test_bad_method_values_are_named(method, message):
     with pytest.raises(ConfigError, match=message):

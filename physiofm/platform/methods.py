@@ -228,6 +228,12 @@ class PhysioSyncMethodConfig(MethodConfig):
             raise ConfigError(f"method.tau must be > 0, got {self.tau!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"method.dropout must be in [0, 1), got {self.dropout!r}")
+        if self.subjects_per_group is not None and self.subjects_per_group < 1:
+            raise ConfigError(f"method.subjects_per_group must be >= 1 or null (all subjects), "
+                              f"got {self.subjects_per_group!r}")
+        if not 0.0 < self.augment.scale_low <= self.augment.scale_high:
+            raise ConfigError(f"method.augment needs 0 < scale_low <= scale_high, got "
+                              f"({self.augment.scale_low!r}, {self.augment.scale_high!r})")
 
     @property
     def resolutions(self) -> tuple[str, ...]:
