@@ -14,6 +14,7 @@ import io
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Mapping
 
+from physiofm.data.channels import DEAP_EEG_32, SEED_62
 from physiofm.encoders.cbramod import CBraMod, CBraModConfig
 from physiofm.encoders.physiosync import RESOLUTION_DIM, PhysioSyncEncoderConfig, ProjectorConfig
 from physiofm.encoders.scmm import FeatureScalingConfig, SCMMConfig
@@ -74,8 +75,6 @@ class MaskedReconstructionConfig(MethodConfig):
 
 
 SCMM_CORPORA = ("seed", "seed_iv", "deap")
-DEAP_ALIGNED_CHANNELS = 32  # SEED's 62 reduced to DEAP's 32 by 10-20 names (preset scmm-de-deap32)
-SEED_CHANNELS = 62
 
 
 @dataclass
@@ -145,7 +144,8 @@ class SCMMMethodConfig(MethodConfig):
         if shape is None or len(shape) != 2:
             raise ConfigError(f"method scmm needs a corpus column 'x' of DE features shaped (channels, bands); "
                               f"the corpus has {dict(shapes)}")
-        channels = DEAP_ALIGNED_CHANNELS if self.deap_aligned else SEED_CHANNELS
+        # with DEAP on either side, SEED's 62 are reduced to DEAP's 32 by 10-20 name (preset scmm-de-deap32)
+        channels = len(DEAP_EEG_32) if self.deap_aligned else len(SEED_62)
         if shape[0] != channels:
             raise ConfigError(f"SCMM {self.source}->{self.target} needs DE windows of {channels} channels (preset "
                               f"{self.default_preset!r}); the corpus has {shape[0]} (shape {tuple(shape)})")
