@@ -15,6 +15,7 @@ Exports: eeg_<resolution>.pt and peripheral_<resolution>.pt per checkpoint.
 """
 from functools import partial
 
+from physiofm.objectives.physiosync import VARIANTS
 from physiofm.platform.cli import build_parser, run_job
 from physiofm.platform.demo import physiosync_demo_corpus
 from physiofm.platform.methods import PHYSIOSYNC_LAYOUTS, RESOLUTIONS
@@ -30,7 +31,7 @@ def main(argv=None) -> int:
                         help="corpus layout (channel counts, learning rate, demo corpus; default deap)")
     method.add_argument("--resolution", choices=RESOLUTIONS, default="both",
                         help="long (5-s encoders), short (1-s encoders) or both together (default)")
-    method.add_argument("--variant", choices=["dependent", "cross"],
+    method.add_argument("--variant", choices=VARIANTS,
                         help="LS-TCL of the subject-dependent code (default) or the cross-subject NT-Xent")
     args = parser.parse_args(argv)
     defaults = {
@@ -38,7 +39,8 @@ def main(argv=None) -> int:
         "data": {"batch_size": 32},  # segments per worker, each S subjects
         "optim": {"lr": LEARNING_RATES[args.dataset], "min_lr": 1e-6, "weight_decay": 1e-3, "warmup_steps": 0,
                   "grad_clip": 0.0},
-        "run": {"name": f"physiosync-{args.dataset}-{args.resolution}", "storage": "runs", "max_steps": 20000, "checkpoint_every": 1000},
+        "run": {"name": f"physiosync-{args.dataset}-{args.resolution}", "storage": "runs", "max_steps": 20000,
+                "checkpoint_every": 1000},
     }
     flags = {"dataset": args.dataset, "resolution": args.resolution, "variant": args.variant}
     return run_job(args, defaults, flags, partial(physiosync_demo_corpus, args.dataset), DEMO)

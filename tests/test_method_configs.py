@@ -2,6 +2,10 @@
 comes from the corpus, the fitted scaling on the workers, slices for the short encoders, exports."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -9,7 +13,7 @@ from physiofm.encoders.physiosync import PhysioSyncEncoder, PhysioSyncEncoderCon
 from physiofm.encoders.scmm import FeatureScaling, FeatureScalingConfig, SCMMEncoder, SCMMEncoderConfig
 from physiofm.platform.config import ConfigError, TrainConfig
 from physiofm.platform.export import export_encoders
-from physiofm.platform.methods import PhysioSyncMethodConfig, SCMMMethodConfig
+from tests.conftest import REPO_ROOT
 
 SMALL_SCMM = {"name": "scmm", "model": {"encoder": {"width": 16}, "projector_hidden": 16, "projector_dim": 8}}
 SMALL_SYNC = {"name": "physiosync", "long_dim": 16, "short_dim": 8, "depth": 1, "heads": 2,
@@ -172,3 +176,19 @@ def test_physiosync_exports_rebuild_from_their_stored_config(tmp_path):
     encoder.load_state_dict(stored["state_dict"])
     x = torch.randn(2, 3, 128)
     assert torch.allclose(encoder.eval()(x), objective.encoders()["eeg_short"](x))
+
+
+@pytest.mark.parametrize("job,flags,message", [
+    ("pretrain_scmm.py", ["--source", "seed_iv", "--target", "deap"], "no published SCMM setting for seed_iv->deap"),
+    ("pretrain_scmm.py", ["--source", "deap", "--target", "seed", "--tau", "-1"], "method.tau must be > 0, got -1.0"),
+    ("pretrain_scmm.py", ["--source", "seed4"], "argument --source: invalid choice: 'seed4'"),
+    ("pretrain_physiosync.py", ["--resolution", "medium"], "argument --resolution: invalid choice: 'medium'"),
+    ("pretrain_physiosync.py", ["--dataset", "dreamer", "--zero-stage", "4"], "run.zero_stage must be one of"),
+])
+def test_jobs_reject_bad_flags_before_writing_anything(tmp_path, job, flags, message):
+    env = {**os.environ, "PHYSIOFM_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run([sys.executable, f"jobs/{job}", "--output", str(tmp_path / "runs"), *flags],
+                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert message in proc.stderr
+    assert not any(tmp_path.iterdir())  # no demo corpus, no run folder

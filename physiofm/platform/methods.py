@@ -251,7 +251,8 @@ class PhysioSyncMethodConfig(MethodConfig):
         eeg, peripheral = shapes.get("eeg"), shapes.get("peripheral")
         if eeg is None or peripheral is None or len(eeg) != 2 or len(peripheral) != 2 or eeg[1] != peripheral[1]:
             raise ConfigError("method physiosync needs corpus columns 'eeg' and 'peripheral' of windows shaped "
-                              f"(channels, samples) with one length (preset 'physiosync'); the corpus has {dict(shapes)}")
+                              "(channels, samples) with one length (preset 'physiosync'); the corpus has "
+                              f"{dict(shapes)}")
         if self.dataset and (eeg[0], peripheral[0]) != PHYSIOSYNC_LAYOUTS[self.dataset]:
             expected = PHYSIOSYNC_LAYOUTS[self.dataset]
             raise ConfigError(f"method.dataset={self.dataset!r} means {expected[0]} EEG and {expected[1]} peripheral "
