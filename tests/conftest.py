@@ -25,6 +25,17 @@ def shared_path(*parts: str) -> Path:
     return path
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Tiny tensors: extra threads only contend with other test runs on the host."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def shared():
     return shared_path

@@ -26,13 +26,7 @@ from physiofm.objectives.physiosync import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny tensors: extra threads only contend with other test runs on the host
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _fixture(name: str) -> torch.Tensor:

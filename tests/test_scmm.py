@@ -22,13 +22,7 @@ from physiofm.objectives.scmm import (
 FIXTURE_ROWS = {"seed_iv": (0.5, 0.05, 0.5), "seed": (0.75, 0.5, 0.5), "seed_deap": (0.5, 0.2, 0.05)}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny tensors: extra threads only contend with other test runs on the host
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _fixture(name: str) -> torch.Tensor:

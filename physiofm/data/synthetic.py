@@ -3,7 +3,10 @@ same libraries the real files come from (pickle, scipy.io.savemat, wfdb.wrsamp, 
 
 Signals are physiologically plausible, not physiological: EEG with a 1/f background and an
 occipital alpha rhythm (µV), ECG with P-QRS-T beats and heart-rate variability (mV), GSR with
-skin-conductance responses (µS), respiration, plethysmograph and temperature.
+skin-conductance responses (µS), respiration, plethysmograph and temperature. In the emotion
+datasets each film clip (trial) also evokes a response shared by every subject who watched it
+(an EEG theta response with a fixed scalp pattern, skin-conductance responses at fixed times, a
+heart rate), so that methods aligning subjects on the same stimulus have something to find.
 """
 from __future__ import annotations
 
@@ -58,11 +61,15 @@ def ecg(rng: np.random.Generator, n_leads: int, seconds: float, sfreq: float, bp
     return projection @ waves + wander + 0.01 * rng.standard_normal((n_leads, n))
 
 
-def gsr(rng: np.random.Generator, seconds: float, sfreq: float) -> np.ndarray:
-    """(samples,) skin conductance in µS: a tonic level plus skin-conductance responses."""
+def gsr(rng: np.random.Generator, seconds: float, sfreq: float, onsets_s: np.ndarray | None = None) -> np.ndarray:
+    """(samples,) skin conductance in µS: a tonic level plus skin-conductance responses (at
+    `onsets_s`, e.g. a stimulus's, or at random times)."""
     n = int(round(seconds * sfreq))
     impulses = np.zeros(n)
-    onsets = rng.choice(n, size=max(1, int(seconds / 8)), replace=False)
+    if onsets_s is None:
+        onsets = rng.choice(n, size=max(1, int(seconds / 8)), replace=False)
+    else:
+        onsets = np.clip((np.asarray(onsets_s) * sfreq).astype(int), 0, n - 1)
     impulses[onsets] = rng.uniform(0.1, 0.6, onsets.size)
     lags = np.arange(int(10 * sfreq)) / sfreq
     response = np.exp(-lags / 3.0) - np.exp(-lags / 0.7)
@@ -70,12 +77,13 @@ def gsr(rng: np.random.Generator, seconds: float, sfreq: float) -> np.ndarray:
     return tonic + np.convolve(impulses, response)[:n]
 
 
-def peripheral(rng: np.random.Generator, seconds: float, sfreq: float) -> dict[str, np.ndarray]:
+def peripheral(rng: np.random.Generator, seconds: float, sfreq: float,
+               gsr_onsets_s: np.ndarray | None = None) -> dict[str, np.ndarray]:
     n = int(round(seconds * sfreq))
     t = np.arange(n) / sfreq
     pulse = ecg(rng, 1, seconds, sfreq)[0]
     return {
-        "gsr": gsr(rng, seconds, sfreq),
+        "gsr": gsr(rng, seconds, sfreq, gsr_onsets_s),
         "resp": np.sin(2 * np.pi * 0.25 * t) + 0.05 * rng.standard_normal(n),
         "ppg": np.convolve(np.clip(pulse, 0, None), np.hanning(int(0.3 * sfreq)), mode="same"),
         "temp": 33.0 + 0.01 * np.cumsum(rng.standard_normal(n)) / np.sqrt(n),
@@ -86,6 +94,22 @@ def peripheral(rng: np.random.Generator, seconds: float, sfreq: float) -> dict[s
 
 # ---------------------------------------------------------------- emotion datasets
 
+def stimulus(seed: int, trial: int) -> np.random.Generator:
+    """The draws of what film clip `trial` evokes in everyone who watches it (same for all subjects)."""
+    return np.random.default_rng([seed, 7919, trial])
+
+
+def evoked_eeg(shared: np.random.Generator, n_channels: int, seconds: float, sfreq: float,
+               band: tuple[float, float] = (4.0, 8.0), amplitude_uv: float = 6.0) -> np.ndarray:
+    """(channels, samples) in µV: a band-limited response with a fixed scalp pattern."""
+    n = int(round(seconds * sfreq))
+    spectrum = np.fft.rfft(shared.standard_normal(n))
+    freqs = np.fft.rfftfreq(n, 1 / sfreq)
+    spectrum[(freqs < band[0]) | (freqs > band[1])] = 0
+    wave = np.fft.irfft(spectrum, n)
+    return amplitude_uv * shared.standard_normal((n_channels, 1)) * wave / (wave.std() + 1e-12)
+
+
 def write_deap(out_dir: str | Path, subjects: tuple[int, ...] = (1,), n_trials: int = 4, seed: int = 0) -> list[Path]:
     """`data_preprocessed_python/sXX.dat`: pickle (protocol 2, latin-1 readable) of
     {'data': (trials, 40, 8064) float32 at 128 Hz with the 3-s baseline first, 'labels': (trials, 4)}."""
@@ -95,10 +119,12 @@ def write_deap(out_dir: str | Path, subjects: tuple[int, ...] = (1,), n_trials: 
     for subject in subjects:
         rng = np.random.default_rng([seed, subject])
         trials = []
-        for _ in range(n_trials):
-            other = peripheral(rng, 63.0, 128.0)
+        for trial in range(n_trials):
+            shared = stimulus(seed, trial)
+            response = evoked_eeg(shared, len(DEAP_EEG_32), 63.0, 128.0)
+            other = peripheral(rng, 63.0, 128.0, gsr_onsets_s=shared.uniform(3.0, 60.0, 6))
             rows = [other[k] for k in ("eog", "eog", "emg", "emg", "gsr", "resp", "ppg", "temp")]
-            trials.append(np.vstack([eeg(rng, DEAP_EEG_32, 63.0, 128.0), np.stack(rows)]))
+            trials.append(np.vstack([eeg(rng, DEAP_EEG_32, 63.0, 128.0) + response, np.stack(rows)]))
         content = {"data": np.stack(trials).astype(np.float32),
                    "labels": np.round(rng.uniform(1, 9, (n_trials, 4)), 2)}
         path = folder / f"s{subject:02d}.dat"
@@ -155,13 +181,20 @@ def write_dreamer(out_dir: str | Path, n_subjects: int = 2, n_trials: int = 18, 
     """`DREAMER.mat`: struct DREAMER.Data{subject}.EEG/ECG.{baseline,stimuli}{trial} (time × 14 at
     128 Hz, time × 2 at 256 Hz) and ScoreValence/Arousal/Dominance (18 × 1, 1-5)."""
     rng = np.random.default_rng(seed)
+    shared = [stimulus(seed, trial) for trial in range(n_trials)]
+    responses = [evoked_eeg(s, len(EMOTIV_14), stimulus_s, 128.0) for s in shared]
+    heart_rates = [s.uniform(55.0, 95.0) for s in shared]
     subjects = []
     for _ in range(n_subjects):
         signals = {"EEG": {}, "ECG": {}}
         for part, seconds in (("baseline", baseline_s), ("stimuli", stimulus_s)):
-            eeg_trials = [eeg(rng, EMOTIV_14, seconds, 128.0).T + 4200.0 for _ in range(n_trials)]  # Emotiv DC offset
+            evoked = responses if part == "stimuli" else [0.0] * n_trials
+            bpm = heart_rates if part == "stimuli" else [70.0] * n_trials
+            eeg_trials = [(eeg(rng, EMOTIV_14, seconds, 128.0) + evoked[t]).T + 4200.0  # Emotiv DC offset
+                          for t in range(n_trials)]
             signals["EEG"][part] = _cells(eeg_trials, (n_trials, 1))
-            signals["ECG"][part] = _cells([ecg(rng, 2, seconds, 256.0).T for _ in range(n_trials)], (n_trials, 1))
+            signals["ECG"][part] = _cells([ecg(rng, 2, seconds, 256.0, bpm=bpm[t]).T for t in range(n_trials)],
+                                          (n_trials, 1))
         scores = {f"Score{k}": rng.integers(1, 6, (n_trials, 1)).astype(float) for k in ("Valence", "Arousal", "Dominance")}
         subjects.append({"Age": "25", "Gender": "female", "EEG": signals["EEG"], "ECG": signals["ECG"], **scores})
     root = {"Data": _cells(subjects, (1, n_subjects)), "EEG_SamplingRate": 128.0, "ECG_SamplingRate": 256.0,
@@ -246,14 +279,28 @@ def write_ptbxl(out_dir: str | Path, n_records: int = 3, sfreq: float = 500.0, d
     return paths
 
 
+DEMO_KINDS = ("ecg", "eeg", "seed", "seed_iv", "deap", "dreamer")
+
+
 def write_demo_corpus(kind: str, out_dir: str | Path, seed: int = 0, n_recordings: int = 4) -> Path:
-    """A small corpus for jobs run without inputs: 'ecg' → PTB-XL-like tree; 'eeg' → TUEG-like
-    EDF tree long enough for the CBraMod recipe (6 min: 300-s minimum, 60-s trims)."""
+    """A small corpus for jobs run without inputs, `n_recordings` subjects or records of:
+    'ecg' PTB-XL-like tree; 'eeg' TUEG-like EDF tree long enough for the CBraMod recipe (6 min:
+    300-s minimum, 60-s trims); 'seed' (15 trials of 8 s), 'seed_iv' (session 1, 24 trials of
+    6 s), 'deap' (4 trials of 60 s) and 'dreamer' (6 films of 30 s) in their native layouts."""
     out_dir = Path(out_dir)
+    subjects = tuple(range(1, n_recordings + 1))
     if kind == "ecg":
         write_ptbxl(out_dir, n_records=n_recordings, seed=seed)
     elif kind == "eeg":
         write_tueg(out_dir, n_subjects=n_recordings, duration_s=360.0, sfreq=250.0, seed=seed)
+    elif kind == "seed":
+        write_seed(out_dir, subjects=subjects, trial_s=8.0, seed=seed)
+    elif kind == "seed_iv":
+        write_seediv(out_dir, sessions=(1,), subjects=subjects, trial_s=6.0, seed=seed)
+    elif kind == "deap":
+        write_deap(out_dir, subjects=subjects, n_trials=4, seed=seed)
+    elif kind == "dreamer":
+        write_dreamer(out_dir, n_subjects=n_recordings, n_trials=6, stimulus_s=30.0, seed=seed)
     else:
-        raise ValueError(f"kind must be 'eeg' or 'ecg', got {kind!r}")
+        raise ValueError(f"kind must be one of {DEMO_KINDS}, got {kind!r}")
     return out_dir

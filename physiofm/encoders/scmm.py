@@ -108,6 +108,47 @@ class SCMM(nn.Module):
 
 
 @dataclass
+class FeatureScalingConfig:
+    """Per-feature min-max scaling of flattened (C·F) inputs to [0, 1], fitted on training data."""
+
+    minimum: tuple[float, ...] = ()
+    maximum: tuple[float, ...] = ()
+
+    def build(self) -> "FeatureScaling":
+        return FeatureScaling(self)
+
+
+class FeatureScaling(nn.Module):
+    """(B, C, F) -> (x - min) / (max - min) per flattened feature; constant features only shift.
+
+    The fitted values live in the config (an export rebuilds from it), not in the state_dict.
+    """
+
+    def __init__(self, config: FeatureScalingConfig):
+        super().__init__()
+        minimum = torch.tensor(config.minimum, dtype=torch.float32)
+        maximum = torch.tensor(config.maximum, dtype=torch.float32)
+        if minimum.ndim != 1 or minimum.numel() == 0 or minimum.shape != maximum.shape:
+            raise ValueError("FeatureScalingConfig needs minimum and maximum of one non-empty length, got "
+                             f"{len(config.minimum)} and {len(config.maximum)} values")
+        if not bool((maximum >= minimum).all()):
+            raise ValueError(f"FeatureScalingConfig.maximum is below minimum at features "
+                             f"{torch.nonzero(maximum < minimum).flatten().tolist()[:10]}")
+        self.config = config
+        span = maximum - minimum
+        # scikit-learn's MinMaxScaler convention (upstream's): a constant feature keeps scale 1
+        self.register_buffer("minimum", minimum, persistent=False)
+        self.register_buffer("scale", 1.0 / torch.where(span > 0, span, torch.ones_like(span)), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.flatten(1)
+        if flat.shape[1] != self.minimum.numel():
+            raise ValueError(f"FeatureScaling was fitted on {self.minimum.numel()} features per sample, "
+                             f"got input of shape {tuple(x.shape)}")
+        return ((flat - self.minimum) * self.scale).to(x.dtype).view_as(x)
+
+
+@dataclass
 class SCMMClassifierConfig:
     feature_dim: int = 384
     hidden: int = 128

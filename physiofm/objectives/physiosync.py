@@ -212,3 +212,54 @@ class PhysioSyncObjective(GeneratorInState, PretrainingObjective):
 
     def encoders(self):
         return {"eeg": self.eeg_encoder, "peripheral": self.peripheral_encoder}
+
+
+class PhysioSyncPretraining(GeneratorInState, PretrainingObjective):
+    """Long and/or short PhysioSync objectives trained together on one stream of segments.
+
+    Batch {"eeg": (B, S, C, T), ...} as for `PhysioSyncObjective`. An objective whose encoders take
+    windows of T samples gets the batch as it is; one whose encoders take T/k samples (the short
+    ones beside the long ones) gets one randomly drawn of the k slices of each segment, so its
+    batch is B distinct segments as in separate short pretraining. The losses are summed.
+    Encoders export as `{modality}_{resolution}`.
+    """
+
+    input_columns = ("eeg", "peripheral")
+
+    def __init__(self, objectives: dict[str, PhysioSyncObjective], seed: int = 0):
+        super().__init__()
+        if not objectives:
+            raise ValueError("PhysioSyncPretraining needs at least one resolution's objective")
+        self.resolutions = nn.ModuleDict(objectives)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def reseed(self, seed: int) -> None:
+        super().reseed(seed)
+        for index, objective in enumerate(self.resolutions.values()):
+            objective.reseed(seed + 1 + index)
+
+    def _slices(self, batch, length: int):
+        total = batch["eeg"].shape[-1]
+        if total == length:
+            return batch
+        if total % length:
+            raise ValueError(f"segments of {total} samples cannot feed encoders of {length} samples")
+        n = batch["eeg"].shape[0]
+        choice = torch.randint(total // length, (n,), generator=self.generator)
+        rows = torch.arange(n)
+        # (B, S, C, k, L) -> (B, k, S, C, L), then one slice per segment
+        return {name: batch[name].unflatten(-1, (total // length, length)).permute(0, 3, 1, 2, 4)[
+            rows.to(batch[name].device), choice.to(batch[name].device)] for name in self.input_columns}
+
+    def forward(self, batch):
+        total, metrics = 0.0, {}
+        for resolution, objective in self.resolutions.items():
+            loss, parts = objective(self._slices(batch, objective.config.eeg.n_samples))
+            total = total + loss
+            metrics[f"loss_{resolution}"] = loss.detach()
+            metrics.update({f"{name}_{resolution}": value for name, value in parts.items()})
+        return total, metrics
+
+    def encoders(self):
+        return {f"{modality}_{resolution}": encoder for resolution, objective in self.resolutions.items()
+                for modality, encoder in objective.encoders().items()}

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from physiofm.encoders.scmm import SCMMConfig
+from physiofm.encoders.scmm import FeatureScalingConfig, SCMMConfig
 from physiofm.objectives.augment import GeneratorInState, draw
 from physiofm.objectives.base import PretrainingObjective
 
@@ -150,6 +150,7 @@ class SCMMObjectiveConfig:
     sharpness: float = 0.05
     tau: float = 0.5
     seed: int = 0  # masking draws
+    scaling: FeatureScalingConfig | None = None  # min-max fitted on the training side; None: inputs as they are
 
     @classmethod
     def for_transfer(cls, source: str, target: str, **overrides) -> "SCMMObjectiveConfig":
@@ -166,7 +167,11 @@ class SCMMObjectiveConfig:
 
 
 class SCMMObjective(GeneratorInState, PretrainingObjective):
-    """Batch {"x": (B, C, F) DE features} -> uncertainty-weighted soft contrastive + reconstruction."""
+    """Batch {"x": (B, C, F) DE features} -> uncertainty-weighted soft contrastive + reconstruction.
+
+    With `config.scaling`, features are min-max scaled first; the scaler is exported beside the
+    encoder so that downstream use scales target data with the source's fit.
+    """
 
     input_columns = ("x",)
 
@@ -178,11 +183,12 @@ class SCMMObjective(GeneratorInState, PretrainingObjective):
         self.config = config
         self.model = config.model.build()
         self.weighting = UncertaintyWeighting(2)
+        self.scaling = config.scaling.build() if config.scaling is not None else None
         self.generator = torch.Generator().manual_seed(config.seed)
 
     def forward(self, batch):
         cfg = self.config
-        x = batch["x"]
+        x = batch["x"] if self.scaling is None else self.scaling(batch["x"])
         masked, keep = hybrid_mask(x, cfg.mask_ratio, cfg.mask_threshold, self.generator)
         x_in = torch.cat([x, masked])
         h, z = self.model(x_in)
@@ -201,4 +207,7 @@ class SCMMObjective(GeneratorInState, PretrainingObjective):
         return loss, metrics
 
     def encoders(self):
-        return {"encoder": self.model.encoder}
+        parts = {"encoder": self.model.encoder}
+        if self.scaling is not None:
+            parts["feature_scaling"] = self.scaling
+        return parts

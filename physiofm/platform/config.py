@@ -34,6 +34,8 @@ class MethodConfig:
     name: typing.ClassVar[str] = ""
     #: metadata columns `prepare_datasets` needs besides the streamed ones (e.g. subject, trial)
     grouping_columns: typing.ClassVar[tuple[str, ...]] = ()
+    #: `data.validation_by` when the config does not set it (a method may need whole trials apart)
+    validation_by: typing.ClassVar[tuple[str, ...]] = ("recording",)
 
     def validate(self) -> None:
         pass
@@ -179,6 +181,8 @@ class TrainConfig:
         if name not in METHODS:
             raise ConfigError(f"method.name must be one of {sorted(METHODS)}, got {name!r}")
         parts = {"method": build_dataclass(METHODS[name], method, "method")}
+        if isinstance(data.get("data") or {}, Mapping):
+            data["data"] = {"validation_by": METHODS[name].validation_by, **(data.get("data") or {})}
         for f in dataclasses.fields(cls):
             if f.name != "method" and f.name in data:
                 parts[f.name] = build_dataclass(_resolve(cls, f.name), data[f.name] or {}, f.name)

@@ -23,3 +23,15 @@ def ecg_demo_corpus(folder: Path) -> str:
 def eeg_demo_corpus(folder: Path) -> str:
     """TUEG-like EDF tree: 4 six-minute recordings (8 windows of 30 s each after the recipe's trims)."""
     return _demo("eeg", folder, 4)
+
+
+def scmm_demo_corpus(source: str, folder: Path) -> str:
+    """The source corpus of an SCMM pair in its native layout: SEED (2 subjects x 15 trials of 8 s),
+    SEED-IV (2 subjects x 24 trials of 6 s) or DEAP (2 subjects x 4 trials of 60 s)."""
+    return _demo(source, folder, 2)
+
+
+def physiosync_demo_corpus(dataset: str, folder: Path) -> str:
+    """DEAP (4 subjects x 4 trials of 60 s) or DREAMER (4 subjects x 6 films of 30 s), with
+    stimulus-locked responses shared by the subjects of a trial."""
+    return _demo(dataset, folder, 4)
