@@ -9,10 +9,10 @@ import sys
 import pytest
 import torch
 
-from physiofm.encoders.physiosync import PhysioSyncEncoder, PhysioSyncEncoderConfig
-from physiofm.encoders.scmm import FeatureScaling, FeatureScalingConfig, SCMMEncoder, SCMMEncoderConfig
+from physiofm.encoders.physiosync import PhysioSyncEncoder
+from physiofm.encoders.scmm import FeatureScaling, FeatureScalingConfig, SCMMEncoder
 from physiofm.platform.config import ConfigError, TrainConfig
-from physiofm.platform.export import export_encoders
+from physiofm.platform.export import export_encoders, load_encoder
 from tests.conftest import REPO_ROOT
 
 SMALL_SCMM = {"name": "scmm", "model": {"encoder": {"width": 16}, "projector_hidden": 16, "projector_dim": 8}}
@@ -104,10 +104,8 @@ def test_scmm_exports_rebuild_from_their_stored_config(tmp_path):
     written = export_encoders(objective, tmp_path)
     assert sorted(written) == ["encoder", "feature_scaling"]
     x = torch.rand(4, 62, 5) + torch.arange(310.0).view(62, 5)
-    stored = {name: torch.load(path, weights_only=True) for name, path in written.items()}
-    scaling = FeatureScaling(FeatureScalingConfig(**stored["feature_scaling"]["config"]))
-    encoder = SCMMEncoder(SCMMEncoderConfig(**stored["encoder"]["config"]))
-    encoder.load_state_dict(stored["encoder"]["state_dict"])
+    scaling, encoder = load_encoder(written["feature_scaling"]), load_encoder(written["encoder"])
+    assert isinstance(scaling, FeatureScaling) and isinstance(encoder, SCMMEncoder)
     assert torch.equal(scaling(x), objective.scaling(x))
     assert torch.allclose(encoder.eval()(scaling(x)), objective.model.encoder(objective.scaling(x)))
 
@@ -171,11 +169,18 @@ def test_physiosync_exports_rebuild_from_their_stored_config(tmp_path):
     objective = cfg.method.build().eval()
     written = export_encoders(objective, tmp_path)
     assert sorted(written) == ["eeg_short", "peripheral_short"]
-    stored = torch.load(written["eeg_short"], weights_only=True)
-    encoder = PhysioSyncEncoder(PhysioSyncEncoderConfig(**stored["config"]))
-    encoder.load_state_dict(stored["state_dict"])
+    encoder = load_encoder(written["eeg_short"])
+    assert isinstance(encoder, PhysioSyncEncoder) and encoder.config.n_samples == 128
     x = torch.randn(2, 3, 128)
     assert torch.allclose(encoder.eval()(x), objective.encoders()["eeg_short"](x))
+
+
+def test_exports_naming_foreign_classes_are_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "physiofm.module.v1", "class": "os.system", "config_class": "os.path", "config": {},
+                "state_dict": {}}, path)
+    with pytest.raises(ValueError, match="only physiofm classes are rebuilt"):
+        load_encoder(path)
 
 
 @pytest.mark.parametrize("job,flags,message", [

@@ -37,9 +37,10 @@ class RunSummary:
     checkpoint_uri: str
     export_uri: str
     tensorboard_uri: str
+    exports: list[str]
     num_workers: int
     elapsed_s: float
-    command: str = ""
+    cbramod_export: bool = False  # encoder.pt is a CBraMod: CBraMod.from_pretrained reads it too
 
     def render(self) -> str:
         resumed = (f"resumed from {self.resumed_from} (step {self.start_step})" if self.resumed_from
@@ -57,7 +58,9 @@ class RunSummary:
             f"  throughput {self.samples_per_s:.1f} samples/s, input wait {100 * self.input_wait_share:.0f}% "
             f"of step time",
             f"  checkpoint   {self.checkpoint_uri}",
-            f"  export       {self.export_uri}  (CBraMod.from_pretrained(<export>/encoder.pt))",
+            f"  export       {self.export_uri}: {', '.join(self.exports) or 'none'}",
+            f"               load with physiofm.platform.export.load_encoder(<export>/<file>)"
+            + (" or CBraMod.from_pretrained" if self.cbramod_export else ""),
             f"  resume       run the same command with a larger --max-steps (same --output and --name)",
             f"  tensorboard  {tensorboard}",
             "=" * 72,
@@ -221,6 +224,11 @@ def pretrain(cfg: TrainConfig, *, address: str | None = None, log: Log = print) 
     metrics = result.metrics or {}
     checkpoint_path = result.checkpoint.path if result.checkpoint else ""
     checkpoint_uri = storage.to_uri(cfg.run.storage, checkpoint_path) if checkpoint_path else ""
+    export_uri = storage.join(checkpoint_uri, "export") if checkpoint_uri else ""
+    exports: list[str] = []
+    if export_uri:
+        fs, path = storage.fsspec_filesystem(export_uri)
+        exports = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)) if fs.exists(path) else []
     return RunSummary(
         name=cfg.run.name, run_uri=run_uri,
         global_step=int(metrics.get("global_step", 0)), start_step=int(metrics.get("start_step", 0)),
@@ -229,6 +237,7 @@ def pretrain(cfg: TrainConfig, *, address: str | None = None, log: Log = print) 
         samples_per_s=float(metrics.get("samples_per_s", 0.0)),
         input_wait_share=float(metrics.get("input_wait_share", 0.0)),
         val_loss=float(metrics.get("val_loss", float("nan"))),
-        checkpoint_uri=checkpoint_uri, export_uri=storage.join(checkpoint_uri, "export") if checkpoint_uri else "",
+        checkpoint_uri=checkpoint_uri, export_uri=export_uri, exports=exports,
+        cbramod_export=cfg.method.name == "masked_reconstruction",
         tensorboard_uri=tensorboard_uri, num_workers=cfg.scaling.num_workers,
         elapsed_s=time.perf_counter() - started)
