@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="preset option key=value (JSON value), e.g. min_duration_s=60")
     parser.add_argument("--format", default="auto", choices=FORMAT_CHOICES)
     parser.add_argument("--overwrite", action="store_true")
-    parser.add_argument("--files-per-commit", type=int, help="files per resumable batch (default: 8 per CPU, >= 64)")
+    parser.add_argument("--files-per-commit", type=int, help="files per resumable batch (default: 16 per CPU, >= 128)")
     parser.add_argument("--shard-mb", type=float, default=128.0)
     parser.add_argument("--endpoint-url", help="S3 endpoint (default: AWS_ENDPOINT_URL)")
     args = parser.parse_args(argv)

@@ -160,13 +160,37 @@ def process_file(item: InputFile, preset: Preset, policy: storage.RetryPolicy, o
 
 
 def _process_batch(batch: dict[str, np.ndarray], *, preset: Preset, policy: storage.RetryPolicy,
-                   options: dict[str, Any], expected_shapes, collector):
+                   options: dict[str, Any], expected_shapes, collector, chunk_bytes: int):
+    """All files of one block: windows leave in chunks of about `chunk_bytes` (few, large blocks
+    for the writer, memory bounded by a chunk plus one recording), rows are reported once."""
     import ray
 
+    rows, pending, pending_bytes = [], [], 0
     for path, fmt, size in zip(batch["path"], batch["fmt"], batch["bytes"]):
         windows, row = process_file(InputFile(str(path), str(fmt), int(size)), preset, policy, options, expected_shapes)
-        ray.get(collector.add.remote(row))  # before the task ends, so the driver's drain sees it
-        yield from windows
+        rows.append(row)
+        for window in windows:
+            if pending and _shape_key(window) != _shape_key(pending[0]):
+                yield _concatenate(pending)  # one chunk never mixes window shapes
+                pending, pending_bytes = [], 0
+            pending.append(window)
+            pending_bytes += sum(v.nbytes for v in window.values())
+            if pending_bytes >= chunk_bytes:
+                yield _concatenate(pending)
+                pending, pending_bytes = [], 0
+    ray.get(collector.add.remote(rows))  # before the task ends, so the driver's drain sees them
+    if pending:
+        yield _concatenate(pending)
+
+
+def _shape_key(batch: dict[str, np.ndarray]) -> tuple:
+    return tuple((name, values.shape[1:]) for name, values in sorted(batch.items()))
+
+
+def _concatenate(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    if len(batches) == 1:
+        return batches[0]
+    return {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}
 
 
 class _Collector:
@@ -175,8 +199,8 @@ class _Collector:
     def __init__(self):
         self.rows: dict[str, dict] = {}
 
-    def add(self, row: dict) -> None:
-        self.rows[row["path"]] = row
+    def add(self, rows: list[dict]) -> None:
+        self.rows.update((row["path"], row) for row in rows)
 
     def drain(self) -> dict[str, dict]:
         rows, self.rows = self.rows, {}
@@ -197,7 +221,7 @@ def prepare_corpus(inputs: list[str], output: str, preset: str | Preset = "cbram
 
     Re-running on the same output resumes; `overwrite=True` starts again. Uses the running Ray
     cluster, or starts a local one. `on_commit(info)` is called after every committed batch.
-    A batch holds `files_per_commit` files (default: 8 per cluster CPU, at least 64); its tasks
+    A batch holds `files_per_commit` files (default: 16 per cluster CPU, at least 128); its tasks
     take up to `files_per_task` files each, and at least two tasks per CPU are made. A task
     whose worker dies is retried `task_retries` times before its batch is split. One run per
     output at a time.
@@ -225,7 +249,7 @@ def prepare_corpus(inputs: list[str], output: str, preset: str | Preset = "cbram
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS") or "local", log_to_driver=False)
     cpus = int(ray.cluster_resources().get("CPU", 1))
-    files_per_commit = files_per_commit or max(64, 8 * cpus)
+    files_per_commit = files_per_commit or max(128, 16 * cpus)  # fewer Dataset executions; redo at most this many
     for name, value in (("files_per_commit", files_per_commit), ("files_per_task", files_per_task)):
         if value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
@@ -299,9 +323,10 @@ class _Run:
             # its worker would hang the run. Only the deprecated remote-args route can bound it.
             warnings.simplefilter("ignore", DeprecationWarning)
             dataset = dataset.map_batches(
-                _process_batch, batch_size=1, num_cpus=self.num_cpus, max_retries=self.task_retries,
+                _process_batch, batch_size=None, num_cpus=self.num_cpus, max_retries=self.task_retries,
                 fn_kwargs={"preset": self.preset, "policy": self.policy, "options": self.options,
-                           "expected_shapes": expected, "collector": self.collector},
+                           "expected_shapes": expected, "collector": self.collector,
+                           "chunk_bytes": min(self.shard_bytes, 64 * 2**20)},
             )
         try:
             dataset.write_parquet(self.windows_path, filesystem=self.filesystem, min_bytes_per_file=self.shard_bytes,
