@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -14,18 +15,44 @@ from tests.conftest import REPO_ROOT, shared_path
 pytestmark = pytest.mark.slow
 
 
-def test_readme_main_command_ends_with_a_checkpoint_and_the_summary(tmp_path):
+def losses(output: str) -> list[float]:
+    return [float(m) for m in re.findall(r"\[physiofm\] step \d+/\d+ loss=([0-9.]+)", output)]
+
+
+def test_readme_main_command_trains_resumes_and_exports(tmp_path):
+    """`python jobs/pretrain_ecg.py` on a fresh directory: two ZeRO-2 workers train the full ECG
+    encoder, the masked loss falls, a checkpoint and the summary come out; the same command with a
+    larger --max-steps resumes from that checkpoint where the loss left off."""
     env = {**os.environ, "PHYSIOFM_CACHE": str(tmp_path / "cache")}
-    proc = subprocess.run([sys.executable, str(REPO_ROOT / "jobs" / "pretrain_ecg.py")], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    out = proc.stdout
+
+    def main_command(*flags: str) -> subprocess.CompletedProcess:
+        proc = subprocess.run([sys.executable, str(REPO_ROOT / "jobs" / "pretrain_ecg.py"), *flags], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return proc
+
+    first = main_command()
+    out = first.stdout
     assert "no --corpus given: using the embedded demo corpus" in out
-    for line in ("global_step=12", "started from scratch", "checkpoint   ", "tensorboard --logdir", "resume"):
+    for line in ("global_step=12", "started from scratch", "on 2 workers", "checkpoint   ", "tensorboard --logdir",
+                 "resume "):
         assert line in out, line
-    checkpoint = tmp_path / "runs" / "ecg-dual-masking" / "step_00000012"
-    encoder = CBraMod.from_pretrained(checkpoint / "export" / "encoder.pt")
-    assert encoder.config.n_layer == 12  # the full symmetric encoder, not a toy
+    curve = losses(first.stdout + first.stderr)
+    assert len(curve) == 6 and curve[-1] < 0.5 * curve[0], curve  # the masked loss falls
+    run = tmp_path / "runs" / "ecg-dual-masking"
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert CBraMod.from_pretrained(run / "step_00000012" / "export" / "encoder.pt").config.n_layer == 12
+
+    second = main_command("--max-steps", "16")
+    text = second.stdout + second.stderr
+    assert "resuming from step_00000012" in text
+    assert re.search(r"resumed from .*step_00000012 \(step 12\)", second.stdout)
+    assert "global_step=16" in second.stdout
+    resumed = losses(text)
+    assert abs(resumed[0] - curve[-1]) < 0.5 * abs(curve[0] - curve[-1]), (curve, resumed)
+    encoder = CBraMod.from_pretrained(run / "step_00000016" / "export" / "encoder.pt").eval()
+    with torch.no_grad():
+        assert torch.isfinite(encoder(torch.randn(1, 12, 10, 200))).all()
 
 
 def test_eeg_job_starts_from_official_weights(tmp_path):

@@ -6,12 +6,10 @@ corpus prepared by the data pipeline: enough to check losses, checkpoints, resto
 from __future__ import annotations
 
 import io
-import re
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -46,43 +44,6 @@ def small_config(tmp_path_factory):
     return str(path)
 
 
-def run_job(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "jobs/pretrain_ecg.py", *args], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    return proc
-
-
-def losses(output: str) -> list[float]:
-    return [float(m) for m in re.findall(r"\[physiofm\] step \d+/\d+ loss=([0-9.]+)", output)]
-
-
-def test_job_trains_two_zero2_workers_resumes_and_exports(ecg_corpus, small_config, tmp_path):
-    out = tmp_path / "runs"
-    common = ["--corpus", ecg_corpus, "--num-workers", "2", "--output", str(out), "--name", "ecg",
-              "--config", small_config, "--checkpoint-every", "4", "--zero-stage", "2"]
-    first = run_job(*common, "--max-steps", "8")
-    text = first.stdout + first.stderr
-    assert "global_step=8" in first.stdout and "started from scratch" in first.stdout
-    curve = losses(text)
-    assert len(curve) >= 8 and curve[-1] < 0.7 * curve[0], curve  # the masked loss falls
-    assert (out / "ecg" / "step_00000008" / "export" / "encoder.pt").is_file()
-    assert list((out / "ecg" / "tensorboard").glob("events.out.tfevents.*"))
-
-    second = run_job(*common, "--max-steps", "12")
-    text2 = second.stdout + second.stderr
-    assert "resuming from step_00000008" in text2
-    assert re.search(r"resumed from .*step_00000008 \(step 8\)", second.stdout)
-    assert "global_step=12" in second.stdout
-    resumed = losses(text2)
-    assert abs(resumed[0] - curve[-1]) < 0.5 * abs(curve[0] - curve[-1]), (curve, resumed)
-
-    encoder = CBraMod.from_pretrained(out / "ecg" / "step_00000012" / "export" / "encoder.pt").eval()
-    assert encoder.config.n_layer == 2
-    with torch.no_grad():
-        assert encoder(torch.randn(1, 12, 10, 200)).shape == (1, 12, 10, 200)
-
-
 def _train_in_thread(cfg: TrainConfig):
     from physiofm.platform.trainer import pretrain
 
@@ -114,7 +75,7 @@ def test_killed_worker_restores_from_the_last_checkpoint(ecg_corpus, tmp_path):
                    "encoder": {"n_layer": 2, "dim_feedforward": 256}},
         "data": {"corpus": ecg_corpus, "batch_size": 2},
         "optim": {"grad_accum": 2},  # optimizer steps, not micro-steps, drive checkpoints and the count
-        "run": {"name": "faulty", "storage": str(tmp_path), "max_steps": 10, "checkpoint_every": 2,
+        "run": {"name": "faulty", "storage": str(tmp_path), "max_steps": 8, "checkpoint_every": 2,
                 "max_failures": 2, "log_every": 1},
         "scaling": {"num_workers": 2}})
     thread, box = _train_in_thread(cfg)
@@ -128,7 +89,7 @@ def test_killed_worker_restores_from_the_last_checkpoint(ecg_corpus, tmp_path):
     thread.join(900)
     assert "error" not in box, box.get("error")
     summary = box["summary"]
-    assert summary.global_step == 10
+    assert summary.global_step == 8
     # Restored from a checkpoint (the last one registered when the worker died), not restarted:
     assert summary.start_step > 0 and summary.start_step % 2 == 0
     assert summary.resumed_from.endswith(f"step_{summary.start_step:08d}")
