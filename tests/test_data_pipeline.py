@@ -5,7 +5,10 @@ import json
 import os
 import re
 import shutil
+import signal
+import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +18,7 @@ import pytest
 import ray
 
 from physiofm.data import bad_files, storage, synthetic
-from physiofm.data.corpus import read_manifest
+from physiofm.data.corpus import CorpusLayout, read_manifest
 from physiofm.data.loader import corpus_info, read_windows, training_dataset
 from physiofm.data.pipeline import InputFile, list_inputs, prepare_corpus, process_file
 from physiofm.data.presets import Preset, get_preset
@@ -267,3 +270,35 @@ def test_recordings_with_different_window_shapes_cannot_share_a_corpus(tmp_path,
         prepare_corpus([str(tmp_path / "raw")], str(tmp_path / "out"), preset="physiosync")
     assert not (tmp_path / "out" / "corpus.json").exists()  # training cannot start on it
     assert len(read_manifest(str(tmp_path / "out"))) == 2  # yet every file is accounted for
+
+
+def test_a_killed_run_resumes_without_redoing_committed_recordings(ray_local, tmp_path):
+    """The driver is SIGKILLed after its first commit (no clean-up runs); the same command again
+    skips what was committed, redoes the rest, and accounts for every recording exactly once."""
+    from physiofm.data.synthetic import write_ptbxl
+    from tests.conftest import REPO_ROOT
+
+    write_ptbxl(tmp_path / "raw", n_records=48, seed=1)
+    output = tmp_path / "out"
+    command = [sys.executable, "jobs/prepare_corpus.py", "--input", str(tmp_path / "raw"), "--output", str(output),
+               "--modality", "ecg", "--files-per-commit", "8"]
+    env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
+    victim = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while not list((output / "_progress").glob("2*.parquet")):
+        assert victim.poll() is None and time.time() < deadline, victim.communicate()
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(30)
+    committed = {row["path"] for row in CorpusLayout(str(output)).committed_rows()}
+    assert 8 <= len(committed) < 48  # killed mid-run, after at least one commit
+
+    rerun = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    summary = json.loads(rerun.stdout)
+    assert summary["skipped"] == len(committed) and summary["processed_now"] == 48 - len(committed)
+    assert (summary["files"], summary["ok"], summary["windows"]) == (48, 48, 48)
+    manifest = read_manifest(str(output))
+    assert len(manifest) == 48 and manifest["path"].is_unique
+    windows = read_windows(str(output), columns=["recording"])
+    assert sorted(windows["recording"]) == sorted(manifest["path"])  # no window twice, none missing
