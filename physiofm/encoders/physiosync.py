@@ -7,7 +7,7 @@ tokens of their own), and the final tokens are flattened into the feature.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn

@@ -59,9 +59,9 @@ class RunSummary:
             f"of step time",
             f"  checkpoint   {self.checkpoint_uri}",
             f"  export       {self.export_uri}: {', '.join(self.exports) or 'none'}",
-            f"               load with physiofm.platform.export.load_encoder(<export>/<file>)"
+            "               load with physiofm.platform.export.load_encoder(<export>/<file>)"
             + (" or CBraMod.from_pretrained" if self.cbramod_export else ""),
-            f"  resume       run the same command with a larger --max-steps (same --output and --name)",
+            "  resume       run the same command with a larger --max-steps (same --output and --name)",
             f"  tensorboard  {tensorboard}",
             "=" * 72,
         ]
