@@ -17,10 +17,19 @@ import time
 from pathlib import Path
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free ports: every socket stays bound until all are chosen, so the OS
+    cannot hand the same port out twice."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sockets.append(sock)
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 class RayHead:
@@ -30,10 +39,10 @@ class RayHead:
         self.start_timeout_s = start_timeout_s
         # Every service on a free port: the tests' own local Ray already holds the defaults
         # (a second dashboard agent on 52365 fails, and jobs then find "no available agent").
-        self.port, self.dashboard_port = free_port(), free_port()
-        self.service_ports = {name: free_port() for name in (
-            "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
-            "node-manager-port", "object-manager-port", "runtime-env-agent-port", "ray-client-server-port")}
+        services = ("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+                    "node-manager-port", "object-manager-port", "runtime-env-agent-port", "ray-client-server-port")
+        self.port, self.dashboard_port, *ports = free_ports(2 + len(services))
+        self.service_ports = dict(zip(services, ports))
         # Unix socket paths under the temp dir must stay short: a fresh folder under /tmp.
         self.temp_dir = tempfile.mkdtemp(prefix="rayhead-", dir="/tmp")
         self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
