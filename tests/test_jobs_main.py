@@ -25,10 +25,10 @@ def test_readme_main_command_trains_resumes_and_exports(tmp_path):
     larger --max-steps resumes from that checkpoint where the loss left off."""
     env = {**os.environ, "PHYSIOFM_CACHE": str(tmp_path / "cache")}
 
-    def main_command(*flags: str) -> subprocess.CompletedProcess:
+    def main_command(*flags: str, exit_code: int = 0) -> subprocess.CompletedProcess:
         proc = subprocess.run([sys.executable, str(REPO_ROOT / "jobs" / "pretrain_ecg.py"), *flags], cwd=tmp_path,
                               env=env, capture_output=True, text=True, timeout=900)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert proc.returncode == exit_code, proc.stdout[-3000:] + proc.stderr[-3000:]
         return proc
 
     first = main_command()
@@ -42,6 +42,12 @@ def test_readme_main_command_trains_resumes_and_exports(tmp_path):
     run = tmp_path / "runs" / "ecg-dual-masking"
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     assert CBraMod.from_pretrained(run / "step_00000012" / "export" / "encoder.pt").config.n_layer == 12
+
+    # ZeRO-2 optimizer state is partitioned over 2 ranks: one worker cannot resume it, and the
+    # driver says so before any worker starts (not a retry loop of failing workers)
+    refused = main_command("--max-steps", "16", "--num-workers", "1", exit_code=2)
+    assert "scaling.num_workers: checkpoint 2, now 1" in refused.stderr
+    assert "resume with --num-workers 2" in refused.stderr and "RayTrainWorker" not in refused.stdout + refused.stderr
 
     second = main_command("--max-steps", "16")
     text = second.stdout + second.stderr

@@ -36,6 +36,9 @@ class MethodConfig:
     grouping_columns: typing.ClassVar[tuple[str, ...]] = ()
     #: `data.validation_by` when the config does not set it (a method may need whole trials apart)
     validation_by: typing.ClassVar[tuple[str, ...]] = ("recording",)
+    #: fields a resumed run may change (objective settings such as ratios and temperatures); every
+    #: other method field must equal the checkpoint's (`physiofm.platform.run_record`)
+    resume_may_change: typing.ClassVar[tuple[str, ...]] = ()
 
     def validate(self) -> None:
         pass

@@ -16,6 +16,7 @@ from typing import Callable
 
 from physiofm.data import storage
 from physiofm.platform.config import ConfigError, TrainConfig
+from physiofm.platform.run_record import check_resume, write_record
 from physiofm.platform.train_loop import (DEEPSPEED_KEY, TENSORBOARD_KEY, TENSORBOARD_SYNC_KEY, deepspeed_config,
                                           deepspeed_template, train_loop_per_worker)
 
@@ -165,7 +166,9 @@ def pretrain(cfg: TrainConfig, *, address: str | None = None, log: Log = print) 
     run_uri = storage.join(cfg.run.storage, cfg.run.name)
     previous = existing_checkpoints(run_uri)
     if previous:
+        check_resume(cfg, run_uri, log)
         log(f"run '{cfg.run.name}' has checkpoints in {run_uri}: resuming from {previous[-1]}")
+    write_record(cfg, run_uri)
     connect_ray(address, log)
 
     from physiofm.data.loader import training_dataset

@@ -15,6 +15,7 @@ class MaskedReconstructionConfig(MethodConfig):
     """CBraMod masked patch reconstruction; with `inter_ratio > 0`, the ECG dual-masking method."""
 
     name: ClassVar[str] = "masked_reconstruction"
+    resume_may_change: ClassVar[tuple[str, ...]] = ("intra_ratio", "inter_ratio", "init_from")
     modality: Literal["eeg", "ecg"] = "eeg"
     encoder: CBraModConfig = field(default_factory=CBraModConfig)
     intra_ratio: float = 0.5

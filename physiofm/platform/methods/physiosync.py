@@ -30,6 +30,7 @@ class PhysioSyncMethodConfig(MethodConfig):
     name: ClassVar[str] = "physiosync"
     grouping_columns: ClassVar[tuple[str, ...]] = ("dataset", "session", "trial", "window_index", "subject")
     validation_by: ClassVar[tuple[str, ...]] = ("dataset", "session", "trial")
+    resume_may_change: ClassVar[tuple[str, ...]] = ("dataset", "tau", "dropout", "augment", "subjects_per_group")
     dataset: str = ""  # "deap" or "dreamer": the corpus must have that layout's channels; "" = any
     resolution: str = "both"
     variant: str = "dependent"  # LS-TCL of the subject-dependent code, or "cross": NT-Xent

@@ -25,6 +25,8 @@ class SCMMMethodConfig(MethodConfig):
     """
 
     name: ClassVar[str] = "scmm"
+    resume_may_change: ClassVar[tuple[str, ...]] = ("alpha", "sharpness", "tau", "mask_ratio", "mask_threshold",
+                                                    "feature_min", "feature_max")
     source: str = "seed"
     target: str = "seed_iv"
     model: SCMMConfig = field(default_factory=SCMMConfig)
