@@ -13,6 +13,7 @@ import math
 import os
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,19 @@ def warmup_cosine(optim: OptimConfig, total_steps: int):
     return factor
 
 
+def quiet_report_echo() -> None:
+    """Ray Train's workers echo every `ray.train.report` (the whole metrics dict, once per rank) at
+    INFO on a logger named by its module's file, outside `ray.train`'s LoggingConfig; our own
+    progress line says the same in one line. Raise that logger to WARNING."""
+    try:
+        from ray.train.v2._internal.execution import context as train_context
+    except ImportError:  # another Ray layout: keep its logging as it is
+        return
+    logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
+    # DeepSpeed's ZeRO calls a torch collective torch deprecates, once per step: not the user's concern
+    warnings.filterwarnings("ignore", message=r".*all_gather_into_tensor.* is deprecated", category=FutureWarning)
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     import deepspeed
     import ray.train
@@ -52,6 +66,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     tensorboard_dir = config.pop(TENSORBOARD_KEY, "")
     tensorboard_uri = config.pop(TENSORBOARD_SYNC_KEY, "")
     cfg = TrainConfig.from_dict(config)
+    quiet_report_echo()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.manual_seed(cfg.run.seed + rank)
