@@ -168,6 +168,12 @@ class TrainConfig:
             part.validate()
         return self
 
+    def resolved_precision(self, use_gpu: bool | None = None) -> str:
+        """run.precision with 'auto' resolved: bf16 on GPU, fp32 on CPU (`use_gpu` defaults to scaling's)."""
+        if self.run.precision != "auto":
+            return self.run.precision
+        return "bf16" if (self.scaling.use_gpu if use_gpu is None else use_gpu) else "fp32"
+
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["method"] = {"name": self.method.name, **out["method"]}

@@ -17,19 +17,13 @@ from physiofm.platform.config import ConfigError, TrainConfig
 RECORD_NAME = "physiofm-run.yaml"
 
 
-def resolved_precision(cfg: TrainConfig) -> str:
-    if cfg.run.precision == "auto":
-        return "bf16" if cfg.scaling.use_gpu else "fp32"
-    return cfg.run.precision
-
-
 def checkpoint_settings(cfg: TrainConfig) -> dict[str, Any]:
     """What must agree between a checkpoint and the run that resumes from it (dotted keys)."""
     method = cfg.to_dict()["method"]
     settings = {f"method.{key}": value for key, value in _flatten(method).items()
                 if key.split(".")[0] not in cfg.method.resume_may_change}
     settings["run.zero_stage"] = cfg.run.zero_stage
-    settings["run.precision"] = resolved_precision(cfg)
+    settings["run.precision"] = cfg.resolved_precision()
     if cfg.run.zero_stage >= 1:
         settings["scaling.num_workers"] = cfg.scaling.num_workers
     return settings

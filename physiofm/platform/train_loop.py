@@ -266,8 +266,7 @@ def deepspeed_config(cfg: TrainConfig, template: dict[str, Any], use_gpu: bool) 
     out["gradient_accumulation_steps"] = cfg.optim.grad_accum
     out["gradient_clipping"] = cfg.optim.grad_clip
     out.setdefault("zero_optimization", {})["stage"] = cfg.run.zero_stage
-    bf16 = cfg.run.precision == "bf16" or (cfg.run.precision == "auto" and use_gpu)
-    out["bf16"] = {"enabled": bf16}
+    out["bf16"] = {"enabled": cfg.resolved_precision(use_gpu) == "bf16"}
     out.pop("fp16", None)  # fp16 is GPU-only and loses range on physiological amplitudes
     # A torch optimizer is passed in: DeepSpeed must not build its own (FusedAdam JIT-builds on CPU).
     out["zero_allow_untested_optimizer"] = True
