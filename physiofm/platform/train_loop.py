@@ -222,11 +222,15 @@ def _save_and_report(engine, objective, report: dict, rank: int, step: int) -> N
 
 
 class _Window:
-    """Metrics accumulated between two reports, averaged over steps and over workers."""
+    """Metrics accumulated between two reports, averaged over steps and over workers.
+
+    Values stay detached tensors on the device until a report: reading each one as a float
+    would wait for the device on every micro-step.
+    """
 
     def __init__(self) -> None:
-        self.losses: list[float] = []
-        self.extras: dict[str, list[float]] = {}
+        self.losses: list[torch.Tensor] = []
+        self.extras: dict[str, list[torch.Tensor]] = {}
         self.samples = 0
         self.waited = 0.0
         self.started = time.perf_counter()
@@ -236,20 +240,20 @@ class _Window:
         return sorted(self.extras)
 
     def add(self, loss: torch.Tensor, metrics: dict, samples: int, waited: float) -> None:
-        self.losses.append(float(loss.detach().float()))
+        self.losses.append(loss.detach())
         for key, value in metrics.items():
-            self.extras.setdefault(key, []).append(float(torch.as_tensor(value).detach().float()))
+            self.extras.setdefault(key, []).append(torch.as_tensor(value).detach())
         self.samples += samples
         self.waited += waited
 
     def mean_loss(self) -> float:
-        return sum(self.losses) / max(1, len(self.losses))
+        return _mean(self.losses)
 
     def reduce(self, world: int) -> dict[str, float]:
         elapsed = max(time.perf_counter() - self.started, 1e-9)
         keys = self.extra_keys
         local = torch.tensor([self.mean_loss(), self.samples / elapsed, self.waited / elapsed,
-                              *[sum(v) / len(v) for v in (self.extras[k] for k in keys)]], dtype=torch.float64)
+                              *[_mean(self.extras[k]) for k in keys]], dtype=torch.float64)
         if world > 1 and torch.distributed.is_initialized():
             torch.distributed.all_reduce(local)
             local /= world
@@ -257,6 +261,10 @@ class _Window:
         out = {"loss": loss, "samples_per_s": rate * world, "input_wait_share": min(1.0, wait)}
         out.update(zip(keys, extra))
         return out
+
+
+def _mean(values: list[torch.Tensor]) -> float:
+    return float(torch.stack([v.float() for v in values]).mean()) if values else math.nan
 
 
 def deepspeed_config(cfg: TrainConfig, template: dict[str, Any], use_gpu: bool) -> dict[str, Any]:
