@@ -112,10 +112,11 @@ class GroupWindows:
         _need_one(rec, width, self.window_s)
         windows = frame(rec.data, width)
         keep = np.isfinite(windows).all(axis=(1, 2))
+        kept = windows[keep]
         tensors = {}
         for column, types in self.groups:
             rows = [i for i, kind in enumerate(rec.ch_types) if kind in types]
             if not rows:
                 raise RecordingRejected(f"no channel of types {list(types)} for column {column!r}")
-            tensors[column] = windows[keep][:, rows].astype(np.float32)
+            tensors[column] = kept[:, rows].astype(np.float32)
         return Windows(tensors, *_kept(rec, keep, self.window_s), int((~keep).sum()))
