@@ -31,6 +31,12 @@ class PretrainingObjective(nn.Module):
         if isinstance(generator, torch.Generator):
             generator.manual_seed(seed)
 
+    def parameter_groups(self, lr: float) -> list[dict]:
+        """Optimizer parameter groups (the loop's AdamW takes them as they are): by default one group
+        of every trainable parameter at the run's `lr`; a fine-tuning objective gives its backbone
+        and its head their own rates."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+
     def forward(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Return (scalar loss, metrics): metrics are detached scalars logged beside the loss."""
         raise NotImplementedError

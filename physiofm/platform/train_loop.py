@@ -15,7 +15,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import torch
 
@@ -82,10 +82,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if rank == 0:
             logger.info(f"[physiofm] initialised from {cfg.method.init_from}")
     objective = cfg.method.build(seed=cfg.run.seed, initial_weights=initial)
-    trainable = [p for p in objective.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.optim.lr, betas=cfg.optim.betas,
-                                  weight_decay=cfg.optim.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(cfg.optim, cfg.run.max_steps))
+    optimizer, scheduler = build_optimizer(objective, cfg)
     engine, optimizer, _, scheduler = deepspeed.initialize(
         model=objective, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config,
         dist_init_required=False)
@@ -98,7 +95,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         resumed_from = checkpoint.path
         if rank == 0:
             logger.info(f"[physiofm] resumed from checkpoint {checkpoint.path} at global_step={engine.global_steps}")
-    start_step = engine.global_steps
 
     writer = None
     if rank == 0 and tensorboard_dir:
@@ -108,6 +104,46 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     shard = ray.train.get_dataset_shard("train")
     validation = ray.train.get_dataset_shard("validation") if cfg.data.validation_fraction > 0 else None
+
+    def batches(epoch: int):
+        return shard.iter_torch_batches(
+            batch_size=cfg.data.batch_size, drop_last=True, device=device,
+            prefetch_batches=cfg.data.prefetch_batches,
+            local_shuffle_buffer_size=cfg.data.shuffle_buffer or None,
+            local_shuffle_seed=(cfg.run.seed + 7919 * epoch + rank) if cfg.data.shuffle_buffer else None)
+
+    def save(report: dict, step: int) -> None:
+        if validation is not None:
+            report["val_loss"] = _validation_loss(engine, validation, cfg, float_dtype, device, rank, world)
+            if rank == 0:
+                logger.info(f"[physiofm] step {step} validation loss={report['val_loss']:.4f}")
+        _save_and_report(engine, objective, report, rank, step)
+        if writer is not None and tensorboard_uri:
+            _upload_dir(tensorboard_dir, tensorboard_uri)
+
+    run_steps(engine, cfg, batches, report=ray.train.report, checkpoint=save, rank=rank, world=world,
+              float_dtype=float_dtype, scheduler=scheduler, writer=writer, resumed_from=resumed_from)
+    if writer is not None:
+        writer.close()
+
+
+def build_optimizer(objective: torch.nn.Module, cfg: TrainConfig):
+    """AdamW over the objective's parameter groups (one group, or e.g. a backbone and a head with
+    their own learning rates), with the warm-up + cosine schedule applied to every group."""
+    optimizer = torch.optim.AdamW(objective.parameter_groups(cfg.optim.lr), lr=cfg.optim.lr, betas=cfg.optim.betas,
+                                  weight_decay=cfg.optim.weight_decay)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(cfg.optim, cfg.run.max_steps))
+
+
+def run_steps(engine, cfg: TrainConfig, batches: Callable[[int], Iterable[dict]], *,
+              report: Callable[[dict], None], checkpoint: Callable[[dict, int], None], rank: int = 0,
+              world: int = 1, float_dtype: torch.dtype = torch.float32, scheduler=None, writer=None,
+              resumed_from: str = "") -> None:
+    """The one training loop, for every method and every engine (DeepSpeed on Ray Train workers,
+    `LocalEngine` in a single process): epochs of `batches(epoch)` until `run.max_steps` optimizer
+    steps, the objective reseeded every micro-step, a metrics report every `run.log_every` steps and
+    `checkpoint(report, step)` every `run.checkpoint_every` steps and at the end."""
+    start_step = engine.global_steps
     window = _Window()
     first_loss = math.nan
     epoch = 0
@@ -115,11 +151,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         epoch += 1
         batches_this_epoch = 0
         waited_since = time.perf_counter()
-        for batch in shard.iter_torch_batches(
-                batch_size=cfg.data.batch_size, drop_last=True, device=device,
-                prefetch_batches=cfg.data.prefetch_batches,
-                local_shuffle_buffer_size=cfg.data.shuffle_buffer or None,
-                local_shuffle_seed=(cfg.run.seed + 7919 * epoch + rank) if cfg.data.shuffle_buffer else None):
+        for batch in batches(epoch):
             waited = time.perf_counter() - waited_since
             batches_this_epoch += 1
             batch = {k: v.to(float_dtype) if v.is_floating_point() else v for k, v in batch.items()}
@@ -137,27 +169,22 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 first_loss = window.mean_loss()
             done = step >= cfg.run.max_steps
             if stepped and (step % cfg.run.log_every == 0 or step % cfg.run.checkpoint_every == 0 or done):
-                report = window.reduce(world)
-                report.update(global_step=step, lr=scheduler.get_last_lr()[0], epoch=epoch,
-                              first_loss=first_loss, start_step=start_step, resumed_from=resumed_from)
+                metrics_now = window.reduce(world)
+                metrics_now.update(global_step=step, lr=scheduler.get_last_lr()[0] if scheduler else math.nan,
+                                   epoch=epoch, first_loss=first_loss, start_step=start_step,
+                                   resumed_from=resumed_from)
                 if writer is not None:
                     for key in ("loss", "lr", "samples_per_s", "input_wait_share", *window.extra_keys):
-                        writer.add_scalar(f"train/{key}", report[key], step)
+                        writer.add_scalar(f"train/{key}", metrics_now[key], step)
                     writer.flush()
                 if rank == 0:
-                    logger.info(f"[physiofm] step {step}/{cfg.run.max_steps} loss={report['loss']:.4f} "
-                                f"lr={report['lr']:.2e} samples/s={report['samples_per_s']:.1f} "
-                                f"input-wait={100 * report['input_wait_share']:.0f}%")
+                    logger.info(f"[physiofm] step {step}/{cfg.run.max_steps} loss={metrics_now['loss']:.4f} "
+                                f"lr={metrics_now['lr']:.2e} samples/s={metrics_now['samples_per_s']:.1f} "
+                                f"input-wait={100 * metrics_now['input_wait_share']:.0f}%")
                 if step % cfg.run.checkpoint_every == 0 or done:
-                    if validation is not None:
-                        report["val_loss"] = _validation_loss(engine, validation, cfg, float_dtype, device, rank, world)
-                        if rank == 0:
-                            logger.info(f"[physiofm] step {step} validation loss={report['val_loss']:.4f}")
-                    _save_and_report(engine, objective, report, rank, step)
-                    if writer is not None and tensorboard_uri:
-                        _upload_dir(tensorboard_dir, tensorboard_uri)
+                    checkpoint(metrics_now, step)
                 else:
-                    ray.train.report(report)
+                    report(metrics_now)
                 window = _Window()
             waited_since = time.perf_counter()
             if done:
@@ -166,8 +193,44 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             raise RuntimeError(
                 f"worker {rank} received no full batch of {cfg.data.batch_size} windows in epoch {epoch}: "
                 f"the corpus is too small for {world} workers; lower data.batch_size or scaling.num_workers")
-    if writer is not None:
-        writer.close()
+
+
+class LocalEngine:
+    """The part of DeepSpeed's engine API that `run_steps` uses, for one process without DeepSpeed
+    (small models whose start-up would dwarf their training, e.g. one fold of a fine-tuning
+    protocol): forward, loss scaled by the accumulation, clipping, optimizer and schedule steps."""
+
+    def __init__(self, module: torch.nn.Module, optimizer, scheduler, grad_accum: int = 1, grad_clip: float = 0.0):
+        self.module, self.optimizer, self.scheduler = module, optimizer, scheduler
+        self.grad_accum, self.grad_clip = grad_accum, grad_clip
+        self.global_steps = 0
+        self.micro_steps = 0
+        self.module.train()
+
+    def __call__(self, batch):
+        return self.module(batch)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (loss / self.grad_accum).backward()
+
+    def step(self) -> None:
+        self.micro_steps += 1
+        if self.micro_steps % self.grad_accum:
+            return
+        if self.grad_clip > 0:
+            params = [p for group in self.optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.global_steps += 1
+
+    def train(self, mode: bool = True) -> "LocalEngine":
+        self.module.train(mode)
+        return self
+
+    def eval(self) -> "LocalEngine":
+        return self.train(False)
 
 
 def _validation_loss(engine, shard, cfg: TrainConfig, float_dtype, device, rank: int, world: int) -> float:
