@@ -29,14 +29,20 @@ EXPECTED = {
     "tueg/edf/000/aaaaaaaa/s001_2015/01_tcp_ar/aaaaaaaa_s001_t000.edf": 2,
     "tueg/edf/000/aaaaaaab/s001_2015/01_tcp_ar/aaaaaaab_s001_t000.edf": 2,
     "deap/data_preprocessed_python/s01.dat": 4,
-    "bad/truncated.edf": r"^truncated EDF file: Number of records from the header does not match the file size",
-    "bad/flipped.edf": r"^not a readable EDF file: ValueError: invalid literal for int",
+    "bad/truncated.edf": r"^truncated EDF file: its header declares 60 data records of \d+ bytes, the file holds 3\d\.\d",
+    "bad/flipped.edf": r"^EDF header field 'number of data records' \(bytes 236-243\) is not ASCII text",
     "bad/empty.edf": r"^empty file \(0 bytes\): empty\.edf$",
     "bad/pickle_named.edf": r"^not a readable EDF file",
     "bad/s90.dat": r"^NaN samples: 145920 \(100\.0% of the signal",  # 19 selected channels × 60 s × 128 Hz
     "bad/missing/edf/000/aaaaaaaa/s001_2015/01_tcp_ar/aaaaaaaa_s001_t000.edf": r"^missing channels \['O1', 'O2'\]",
     "bad/s66.dat": r"^hostile or foreign pickle rejected unexecuted: forbidden global io\.open",
 }
+
+
+CODES = {"bad/truncated.edf": "truncated", "bad/flipped.edf": "header_field", "bad/empty.edf": "empty_file",
+         "bad/pickle_named.edf": "unreadable", "bad/s90.dat": "nan_samples",
+         "bad/missing/edf/000/aaaaaaaa/s001_2015/01_tcp_ar/aaaaaaaa_s001_t000.edf": "missing_channels",
+         "bad/s66.dat": "hostile_pickle"}
 
 
 def write_robust_corpus(root: Path) -> Path:
@@ -94,6 +100,8 @@ def test_every_file_is_accounted_for_and_bad_ones_rejected_with_reasons(corpus, 
         else:
             assert row.status == "rejected" and row.n_windows == 0, name
             assert re.search(expected, row.reason), (name, row.reason)
+            assert row.reason_code == CODES[name], (name, row.reason_code)
+    assert (manifest.reason_code[manifest.status == "ok"] == "").all()
     assert not (corpus / "payload-ran").exists()
     files = sorted((output / "windows").glob("*.parquet"))
     assert sum(pq.read_metadata(f).num_rows for f in files) == manifest.n_windows.sum() == 8
@@ -119,7 +127,16 @@ def test_window_schema_and_corpus_json(prepared):
     assert info["counts"] == {"files": 10, "ok": 3, "rejected": 7, "windows": 8, "ignored": 1,
                               "hours": hours, "window_hours": hours}
     assert info["preset"]["name"] == "cbramod-eeg" and info["preset"]["steps"][2] == {
-        "step": "Crop", "min_duration_s": 0, "trim_s": 0}
+        "step": "Crop", "min_duration_s": 0, "trim_s": 0.0}
+    reasons = info["rejected_reasons"]  # grouped by code, each reason kept with a file that shows it
+    assert sum(group["files"] for group in reasons.values()) == 7 and set(reasons) == set(CODES.values())
+    assert reasons["hostile_pickle"]["reasons"][0]["example"].endswith("bad/s66.dat")
+    assert reasons["nan_samples"]["reasons"][0]["reason"].startswith("NaN samples: 145920")
+    report = info["report"]
+    assert report["files"] == {"listed": 10, "ok": 3, "rejected": 7, "ignored": 1, "read": 5}
+    assert report["hours"]["kept_in_windows"] == pytest.approx(240 / 3600, abs=1e-6)
+    assert report["channels"]["used"] == 19 and report["channels"]["used_files"]["FP1"] == 3
+    assert report["channels"]["seen_files"]["EEG FP1-REF"] == 3 and report["rates_hz"] == {"250": 3, "128": 2}
     assert info["ignored"] == [{"path": str(Path(info["inputs"][0]) / "README.txt"),
                                 "why": "documentation or metadata, not a recording"}]
     windows = read_windows(str(output))

@@ -14,13 +14,14 @@ from __future__ import annotations
 import io
 import json
 import posixpath
-import re
+from collections import Counter
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from physiofm.data import storage
+from physiofm.data.recording import REASON_CODES
 
 MANIFEST_SCHEMA = pa.schema([
     ("path", pa.string()), ("status", pa.string()), ("reason", pa.string()), ("n_windows", pa.int64()),
@@ -28,6 +29,9 @@ MANIFEST_SCHEMA = pa.schema([
     ("subject", pa.string()), ("n_trials", pa.int64()), ("duration_s", pa.float64()), ("sfreq", pa.float64()),
     ("channels", pa.string()), ("shapes", pa.string()), ("notes", pa.string()), ("bytes", pa.int64()),
     ("seconds", pa.float64()), ("retryable", pa.bool_()), ("commit", pa.string()),
+    # Added later: commits written before have neither; `committed_rows` fills them (reason_code
+    # 'unclassified' for their rejections), so outputs of earlier versions still resume.
+    ("reason_code", pa.string()), ("channels_used", pa.string()),
 ])
 METADATA_COLUMNS = ("recording", "dataset", "subject", "session", "trial", "window_index", "window_start_s",
                     "label", "labels")
@@ -84,6 +88,8 @@ class CorpusLayout:
             if path.endswith(".parquet"):
                 data = storage.retry(lambda p=path: self.fs.cat_file(p))
                 for row in pq.read_table(io.BytesIO(data)).to_pylist():
+                    row.setdefault("reason_code", "unclassified" if row["status"] == "rejected" else "")
+                    row.setdefault("channels_used", "[]")
                     latest[row["path"]] = row
         return [latest[p] for p in sorted(latest)]
 
@@ -108,13 +114,8 @@ def read_manifest(output: str, **storage_options: Any):
 
 def corpus_document(preset: dict, fmt: str, inputs: list[str], rows: list[dict], ignored: list[tuple[str, str]],
                     columns: dict[str, dict]) -> dict:
-    """corpus.json: what a training job checks before it starts workers."""
+    """corpus.json: what a training job checks before it starts workers, and what the corpus became."""
     ok = [r for r in rows if r["status"] == "ok"]
-    reasons: dict[str, int] = {}
-    for row in rows:
-        if row["status"] == "rejected":
-            key = re.split(r"[:(\[]", row["reason"], maxsplit=1)[0].strip()[:80]
-            reasons[key] = reasons.get(key, 0) + 1
     window_s = preset["windows"].get("window_s", 0.0)
     n_windows = sum(r["n_windows"] for r in ok)
     return {
@@ -129,6 +130,72 @@ def corpus_document(preset: dict, fmt: str, inputs: list[str], rows: list[dict],
             "hours": round(sum(r["duration_s"] or 0.0 for r in ok) / 3600, 6),
             "window_hours": round(n_windows * window_s / 3600, 6), "ignored": len(ignored),
         },
-        "rejected_reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
+        "rejected_reasons": rejected_reasons(rows),
+        "report": corpus_report(rows, ignored, window_s),
         "ignored": [{"path": p, "why": why} for p, why in ignored[:200]],
     }
+
+
+def rejected_reasons(rows: list[dict], details: int = 10) -> dict[str, dict]:
+    """Rejections grouped by reason code (most files first), each with what the code means and its
+    most frequent reasons verbatim (with a file that shows each)."""
+    groups: dict[str, dict] = {}
+    for row in rows:
+        if row["status"] != "rejected":
+            continue
+        code = row.get("reason_code") or "unclassified"
+        group = groups.setdefault(code, {"files": 0, "meaning": REASON_CODES.get(code, ""), "reasons": {}})
+        group["files"] += 1
+        entry = group["reasons"].setdefault(row["reason"], {"reason": row["reason"], "files": 0, "example": row["path"]})
+        entry["files"] += 1
+    for group in groups.values():
+        reasons = sorted(group["reasons"].values(), key=lambda e: (-e["files"], e["reason"]))
+        group["reasons"] = reasons[:details]
+        group["other_reasons"] = len(reasons) - len(group["reasons"])
+    return dict(sorted(groups.items(), key=lambda kv: (-kv[1]["files"], kv[0])))
+
+
+def corpus_report(rows: list[dict], ignored: list[tuple[str, str]], window_s: float, top: int = 200) -> dict:
+    """What the corpus turned into: files by status and reason code, hours read vs kept, channels
+    seen vs used, sampling rates seen."""
+    read = [r for r in rows if (r["duration_s"] or 0) > 0]
+    ok = [r for r in rows if r["status"] == "ok"]
+    seen: Counter = Counter()
+    used: Counter = Counter()
+    for row in read:
+        seen.update(set(json.loads(row["channels"] or "[]")))
+    for row in ok:
+        used.update(set(json.loads(row.get("channels_used") or "[]")))
+    rates = Counter(f"{r['sfreq']:g}" for r in read if r["sfreq"])
+    return {
+        "files": {"listed": len(rows), "ok": len(ok), "rejected": len(rows) - len(ok), "ignored": len(ignored),
+                  "read": len(read)},
+        "rejected_by_code": {code: n for code, n in sorted(Counter(
+            r.get("reason_code") or "unclassified" for r in rows if r["status"] == "rejected").items(),
+            key=lambda kv: (-kv[1], kv[0]))},
+        "hours": {"read": round(sum(r["duration_s"] for r in read) / 3600, 6),
+                  "in_ok_files": round(sum(r["duration_s"] or 0.0 for r in ok) / 3600, 6),
+                  "kept_in_windows": round(sum(r["n_windows"] for r in ok) * window_s / 3600, 6)},
+        "channels": {"seen": len(seen), "used": len(used), "seen_files": dict(seen.most_common(top)),
+                     "used_files": dict(used.most_common(top))},
+        "rates_hz": dict(rates.most_common(top)),
+    }
+
+
+def report_lines(report: dict) -> list[str]:
+    """The corpus report for a person, a few lines."""
+    files, hours, channels = report["files"], report["hours"], report["channels"]
+    codes = ", ".join(f"{code} {n}" for code, n in report["rejected_by_code"].items())
+    kept = hours["kept_in_windows"] / hours["read"] if hours["read"] else 0.0
+    used = ", ".join(f"{name} ({n})" for name, n in list(channels["used_files"].items())[:24])
+    seen = ", ".join(f"{name} ({n})" for name, n in list(channels["seen_files"].items())[:12])
+    rates = ", ".join(f"{rate} Hz ({n})" for rate, n in list(report["rates_hz"].items())[:12])
+    return [
+        f"files: {files['listed']} listed, {files['ok']} ok, {files['rejected']} rejected"
+        + (f" ({codes})" if codes else "") + f", {files['ignored']} other files ignored",
+        f"hours: {hours['read']:.3f} read, {hours['in_ok_files']:.3f} in ok files, "
+        f"{hours['kept_in_windows']:.3f} kept in windows ({kept:.0%} of what was read)",
+        f"channels: {channels['seen']} distinct seen, {channels['used']} used: {used or '-'}",
+        f"channels seen most: {seen or '-'}",
+        f"rates seen (files): {rates or '-'}",
+    ]

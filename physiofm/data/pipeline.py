@@ -14,73 +14,22 @@ import os
 import secrets
 import sys
 import time
+import traceback
 import warnings
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 
 from physiofm.data import storage
-from physiofm.data.corpus import CorpusLayout, corpus_document
+from physiofm.data.corpus import CorpusLayout, corpus_document, report_lines
+from physiofm.data.inputs import InputFile, list_inputs  # noqa: F401 - part of this module's interface
 from physiofm.data.presets import Preset, get_preset
-from physiofm.data.readers import FORMAT_EXTENSIONS, check_format, extension, read_trials
-from physiofm.data.recording import Recording, RecordingRejected
+from physiofm.data.readers import check_format, read_trials
+from physiofm.data.recording import Recording, RecordingRejected, error_text
 from physiofm.data.windows import Windows
-
-# Files that document a corpus rather than hold signal; listed in corpus.json as ignored.
-DOCUMENT_EXTENSIONS = {".csv", ".tsv", ".txt", ".md", ".json", ".html", ".pdf", ".xls", ".xlsx", ".png", ".jpg"}
-DOCUMENT_NAMES = {"RECORDS", "LICENSE", "ANNOTATORS", "SHA256SUMS", "label.mat"}
-
-
-@dataclass(frozen=True)
-class InputFile:
-    path: str
-    fmt: str
-    bytes: int
-
-
-def list_inputs(inputs: list[str], fmt: str = "auto",
-                **storage_options: Any) -> tuple[list[InputFile], list[tuple[str, str]]]:
-    """Recordings to read under `inputs` (files or folders, walked recursively) and ignored files.
-
-    A WFDB record is its `.hea`; files sharing its stem in its folder belong to it. With an explicit
-    `fmt`, only that format's extension is read. A file named directly is always read (or rejected).
-    """
-    check_format(fmt)
-    records: dict[str, InputFile] = {}
-    ignored: list[tuple[str, str]] = []
-    for uri in inputs:
-        sizes = storage.walk(uri, **storage_options)
-        named_directly = len(sizes) == 1 and next(iter(sizes)) == storage.to_uri(uri, storage.strip_scheme(uri))
-        grouped = fmt in ("auto", "wfdb")
-        headers = {os.path.splitext(p)[0] for p in sizes if grouped and extension(p) == ".hea"}
-        for path, size in sizes.items():
-            stem, ext = os.path.splitext(path)
-            if ext.lower() != ".hea" and stem in headers:
-                records[stem + ".hea"] = _add_bytes(records.get(stem + ".hea"), stem + ".hea", fmt, size)
-                continue
-            why = None if named_directly else _ignore_reason(path, fmt)
-            if why:
-                ignored.append((path, why))
-            else:
-                records[path] = _add_bytes(records.get(path), path, fmt, size)
-    return [records[p] for p in sorted(records)], sorted(ignored)
-
-
-def _add_bytes(current: InputFile | None, path: str, fmt: str, size: int) -> InputFile:
-    return InputFile(path, fmt, size + (current.bytes if current else 0))
-
-
-def _ignore_reason(path: str, fmt: str) -> str | None:
-    name, ext = os.path.basename(path), extension(path)
-    if name in DOCUMENT_NAMES or name.split(".")[0] in DOCUMENT_NAMES or ext in DOCUMENT_EXTENSIONS:
-        return "documentation or metadata, not a recording"
-    if fmt != "auto" and ext != FORMAT_EXTENSIONS[fmt]:
-        return f"extension {ext!r} is not read with format {fmt!r}"
-    return None
-
 
 # ---------------------------------------------------------------- one file, in a worker
 
@@ -105,11 +54,12 @@ def column_shapes(windows: Windows) -> dict[str, dict]:
     return columns | {k: {"shape": [v.size], "dtype": "bool"} for k, v in windows.masks.items()}
 
 
-def rejected_row(item: InputFile, reason: str = "") -> dict:
-    """A manifest row for `item` that says nothing yet but why it was rejected."""
-    return {"path": item.path, "status": "rejected", "reason": reason, "n_windows": 0, "n_windows_rejected": 0,
-            "format": item.fmt, "dataset": "", "subject": "", "n_trials": 0, "duration_s": 0.0, "sfreq": None,
-            "channels": "[]", "shapes": "{}", "notes": "[]", "bytes": item.bytes, "seconds": 0.0, "retryable": False}
+def rejected_row(item: InputFile, reason: str = "", code: str = "") -> dict:
+    """A manifest row for `item` that says nothing yet but why it was rejected (`code`: REASON_CODES)."""
+    return {"path": item.path, "status": "rejected", "reason": reason, "reason_code": code if reason else "",
+            "n_windows": 0, "n_windows_rejected": 0, "format": item.fmt, "dataset": "", "subject": "", "n_trials": 0,
+            "duration_s": 0.0, "sfreq": None, "channels": "[]", "channels_used": "[]", "shapes": "{}", "notes": "[]",
+            "bytes": item.bytes, "seconds": 0.0, "retryable": False}
 
 
 def process_file(item: InputFile, preset: Preset, policy: storage.RetryPolicy, options: dict[str, Any],
@@ -118,43 +68,59 @@ def process_file(item: InputFile, preset: Preset, policy: storage.RetryPolicy, o
     started = time.perf_counter()
     row = rejected_row(item)
     batches: list[dict] = []
+    notes: list[str] = []
     try:
         trials = read_trials(item.path, item.fmt, policy, **options)
         first = trials[0]
         subjects = sorted({t.subject for t in trials})
+        duration = first.meta.get("record_duration_s", sum(t.duration_s for t in trials))  # gaps count, as wfdb's
         row.update(format=first.meta.get("format", item.fmt), dataset=first.dataset, n_trials=len(trials),
                    subject=",".join(subjects) if len(subjects) <= 3 else f"{len(subjects)} subjects",
-                   duration_s=float(sum(t.duration_s for t in trials)), sfreq=first.sfreq,
-                   channels=json.dumps(first.ch_names))
+                   duration_s=float(duration), sfreq=first.sfreq, channels=json.dumps(first.ch_names))
         notes = list(first.meta.get("notes", []))
-        shapes = None
+        shapes, used, rejected = None, [], []  # rejected: (trial label, code, reason)
         for rec in trials:
             label = f"trial {rec.trial}: " if len(trials) > 1 else ""
             try:
                 windows = preset(rec)
             except RecordingRejected as error:
-                notes.append(f"{label}{error}")
+                rejected.append((label, error.code, str(error)))
                 continue
+            notes += [label + note for note in windows.notes if note not in notes and label + note not in notes]
             row["n_windows_rejected"] += windows.n_rejected
             if len(windows) == 0:
-                notes.append(f"{label}no window kept: all {windows.n_rejected} failed the amplitude/finite checks")
+                code = "nan_samples" if set(windows.rejections) == {"non-finite"} else "amplitude"
+                rejected.append((label, code, f"no window kept: {windows.describe_rejections()}"))
                 continue
             shapes = column_shapes(windows)
             if expected_shapes and shapes != expected_shapes:
-                notes.append(f"{label}window shapes {shapes} differ from the corpus's {expected_shapes}")
+                rejected.append((label, "shape_mismatch",
+                                 f"window shapes {shapes} differ from the corpus's {expected_shapes}"))
                 continue
+            used += [name for name in windows.channels if name not in used]
             batches.append(window_batch(rec, windows))
-        row["notes"] = json.dumps(notes)
         if batches:
-            row.update(status="ok", n_windows=sum(len(b["window_index"]) for b in batches), shapes=json.dumps(shapes))
+            notes += [label + reason for label, _, reason in rejected]
+            row.update(status="ok", n_windows=sum(len(b["window_index"]) for b in batches), shapes=json.dumps(shapes),
+                       channels_used=json.dumps(used))
+        elif len(trials) == 1:
+            row.update(reason=rejected[0][2], reason_code=rejected[0][1])
         else:
-            row["reason"] = notes[-1] if len(trials) == 1 else f"all {len(trials)} trials rejected; last: {notes[-1]}"
+            codes = Counter(code for _, code, _ in rejected)
+            label, code, reason = next(r for r in reversed(rejected) if r[1] == codes.most_common(1)[0][0])
+            causes = ", ".join(f"{c} x{n}" for c, n in codes.most_common())
+            row.update(reason=f"all {len(trials)} trials rejected ({causes}); {label}{reason}", reason_code=code)
+            notes += [label + reason for label, _, reason in rejected[:20]]
     except RecordingRejected as error:
-        row["reason"] = str(error)
+        row.update(reason=str(error), reason_code=error.code)
     except storage.StorageError as error:
-        row.update(reason=f"storage: {error}", retryable=True)
+        row.update(reason=f"storage: {error}", reason_code="storage", retryable=True)
     except Exception as error:  # noqa: BLE001 - bad input never crashes a run
-        row["reason"] = f"{type(error).__name__}: {error}"
+        frame = traceback.extract_tb(error.__traceback__)[-1]
+        row.update(reason=f"unexpected error while processing this file (a bug in physiofm, please report it): "
+                          f"{error_text(error)}", reason_code="internal_error")
+        notes.append(f"{type(error).__name__} at {os.path.basename(frame.filename)}:{frame.lineno} ({frame.name})")
+    row["notes"] = json.dumps(notes)
     row["seconds"] = time.perf_counter() - started
     return batches, row
 
@@ -336,14 +302,14 @@ class _Run:
             self.layout.remove_uncommitted_windows(set(self._committed_names()))
             if len(items) == 1:
                 text = str(error).strip().splitlines()[-1][:500] if str(error).strip() else type(error).__name__
-                rows = [rejected_row(items[0], f"worker failed on this file: {text}")]
+                rows = [rejected_row(items[0], f"worker failed on this file: {text}", "worker_failed")]
             else:
                 self.say(f"[prepare] a batch of {len(items)} failed ({type(error).__name__}); splitting it")
                 half = len(items) // 2
                 return self.batch(items[:half], expected) + self.batch(items[half:], expected)
         else:
             reported = ray.get(self.collector.drain.remote())
-            rows = [reported.get(i.path) or rejected_row(i, "no report from its task") for i in items]
+            rows = [reported.get(i.path) or rejected_row(i, "no report from its task", "no_report") for i in items]
         self.layout.commit(name, rows)
         if self.on_commit:
             self.on_commit({"commit": name, "paths": [r["path"] for r in rows]})
@@ -373,5 +339,8 @@ def _finish(layout: CorpusLayout, config: dict, inputs: list[str], ignored, coun
     say(f"[prepare] done: {total['ok']} ok, {total['rejected']} rejected, {total['windows']} windows, "
         f"{total['hours']:.3f} h of signal; this run {counts['files']} files in {elapsed:.1f} s "
         f"({summary['files_per_s']} files/s, {summary['windows_per_s']} windows/s, {summary['mib_per_s']} MiB/s)")
+    for line in report_lines(document["report"]):
+        say(f"[prepare] {line}")
+    summary["report"] = document["report"]
     return summary
 

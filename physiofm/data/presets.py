@@ -12,8 +12,8 @@ from typing import Any
 
 from physiofm.data.channels import CBRAMOD_19, DEAP_EEG_32, ECG_12, SEED_62
 from physiofm.data.recording import Recording
-from physiofm.data.steps import (BandPass, Crop, FillAbsentChannels, Notch, RemoveBaseline, RepairNaN, Resample,
-                                 Scale, SelectChannels, SelectTypes, ZScoreAcrossChannels)
+from physiofm.data.steps import (BandPass, Crop, FillAbsentChannels, Notch, RemoveBaseline, RemoveDC, RepairNaN,
+                                 Resample, Scale, SelectChannels, SelectTypes, ZScoreAcrossChannels)
 from physiofm.data.windows import DEFeatures, GroupWindows, PatchWindows, Windows
 
 
@@ -26,7 +26,12 @@ class Preset:
     def __call__(self, rec: Recording) -> Windows:
         for step in self.steps:
             rec = step(rec)
-        return self.windows(rec)
+        windows = self.windows(rec)
+        windows.notes = list(rec.meta.get("notes", []))
+        mask = rec.meta.get("channel_mask")
+        present = mask if mask is not None and len(mask) == len(rec.ch_names) else [True] * len(rec.ch_names)
+        windows.channels = [name for name, keep in zip(rec.ch_names, present) if keep]
+        return windows
 
     def to_dict(self) -> dict[str, Any]:
         def describe(step):
@@ -38,33 +43,44 @@ class Preset:
 def cbramod_eeg(*, sfreq: float = 200.0, band: tuple[float, float] = (0.3, 75.0), notch_hz: float = 60.0,
                 min_duration_s: float = 300.0, trim_s: float = 60.0, window_s: float = 30.0,
                 max_abs_uv: float = 100.0) -> Preset:
-    """CBraMod pretraining (TUEG): 19 channels, 200 Hz, 0.3-75 Hz, notch 60, µV/100, 30-s windows."""
+    """CBraMod pretraining (TUEG): 19 channels, 200 Hz, 0.3-75 Hz, notch 60, µV/100, 30-s windows.
+
+    In the official order: the whole recording is resampled and filtered, then trimmed, so that
+    kept windows never see an edge; its DC offset goes first (`RemoveDC`), before anything pads."""
     return Preset("cbramod-eeg", (
         SelectChannels(CBRAMOD_19, kind="eeg", missing="reject"),
         RepairNaN(),
-        Crop(min_duration_s=min_duration_s, trim_s=trim_s),
+        Crop(min_duration_s=min_duration_s),
+        RemoveDC(),
         Resample(sfreq),
         BandPass(*band),
         Notch(notch_hz),
+        Crop(trim_s=trim_s),
         Scale("uV", factor=0.01, types=("eeg",)),
-    ), PatchWindows(window_s=window_s, patch_s=1.0, max_abs=max_abs_uv * 0.01))
+    ), PatchWindows(window_s=window_s, patch_s=1.0, max_abs=max_abs_uv * 0.01, amplitude_unit=("µV", 100.0)))
 
 
 def ecg(*, sfreq: float = 200.0, band: tuple[float, float] = (0.5, 45.0), notch_hz: float = 50.0,
         window_s: float = 10.0, missing: str = "zero_fill", min_duration_s: float = 0.0,
-        max_abs_mv: float | None = None) -> Preset:
+        max_abs_mv: float | None = 10.0, min_peak_mv: float | None = 0.05) -> Preset:
     """ECG dual-masking recipe: 12 leads in canonical order, 200 Hz, 0.5-45 Hz, mains notch, mV,
-    10-s windows; absent leads zero-filled and flagged in `channel_mask`."""
+    10-s windows; absent leads zero-filled and flagged in `channel_mask`.
+
+    Plausibility in mV, as the EEG recipe's 100 µV: a window's peak over its leads must lie in
+    [`min_peak_mv`, `max_abs_mv`) (R waves are ~0.5-3 mV; 200x too large is an uncalibrated gain,
+    1000x too small a unit of µV written for mV). None turns a bound off."""
     return Preset("ecg", (
         SelectChannels(ECG_12, kind="ecg", missing=missing),
         RepairNaN(),
         Crop(min_duration_s=min_duration_s),
+        RemoveDC(),
         Resample(sfreq),
         BandPass(*band),
         Notch(notch_hz),
         Scale("mV", factor=1.0, types=("ecg",)),
         FillAbsentChannels(),
-    ), PatchWindows(window_s=window_s, patch_s=1.0, max_abs=max_abs_mv, mask_column="channel_mask"))
+    ), PatchWindows(window_s=window_s, patch_s=1.0, max_abs=max_abs_mv, mask_column="channel_mask",
+                    min_peak=min_peak_mv, amplitude_unit=("mV", 1.0)))
 
 
 def scmm_de(*, channels: str = "seed62", sfreq: float = 200.0, window_s: float = 1.0) -> Preset:

@@ -39,18 +39,36 @@ class SelectChannels:
 
     def __call__(self, rec: Recording) -> Recording:
         found = find_channels(self.names, rec.ch_names, self.kind)
+        unusable = rec.meta.get("unusable", {})
+        left_out = {}  # wanted channels the reader found unusable (uncalibrated, undefined scale)
+        for k, index in enumerate(found):
+            if index is not None and rec.ch_names[index] in unusable:
+                left_out[self.names[k]] = unusable[rec.ch_names[index]]
+                found[k] = None
         present = [index for index in found if index is not None]
-        absent = [name for name, index in zip(self.names, found) if index is None]
+        absent = [name for name, index in zip(self.names, found) if index is None and name not in left_out]
+        why = "; ".join(f"{name}: {reason}" for name, reason in left_out.items())
         if not present:
+            if left_out:
+                raise RecordingRejected(f"no usable {self.kind} channel: {why}", "unusable_channel")
+            if rec.meta.get("unnamed"):
+                raise RecordingRejected(
+                    f"none of the {self.kind} channels {list(self.names)} can be identified: the file names none of "
+                    f"its {len(rec.ch_names)} signals (the description field is optional in WFDB headers)",
+                    "missing_channels")
             raise RecordingRejected(f"none of the {self.kind} channels {list(self.names)} found "
-                                    f"(channels in file: {rec.ch_names[:40]})")
+                                    f"(channels in file: {rec.ch_names[:40]})", "missing_channels")
+        if self.missing == "reject" and left_out:
+            raise RecordingRejected(f"channels {list(left_out)} cannot be used: {why}", "unusable_channel")
         if absent and self.missing == "reject":
-            raise RecordingRejected(f"missing channels {absent} (required: {list(self.names)})")
+            raise RecordingRejected(f"missing channels {absent} (required: {list(self.names)})", "missing_channels")
         mask = [index is not None for index in found]
         picked = rec.pick(present)
+        notes = list(rec.meta.get("notes", [])) + ([f"treated as absent: {why}"] if left_out else [])
+        meta = {k: v for k, v in rec.meta.items() if k != "unusable"}
         return picked.replace(
             ch_names=[name for name, keep in zip(self.names, mask) if keep], ch_types=[self.kind] * len(present),
-            meta={**rec.meta, "channel_mask": mask, "channel_names": list(self.names)},
+            meta={**meta, "channel_mask": mask, "channel_names": list(self.names), "notes": notes},
         )
 
 
@@ -75,7 +93,7 @@ class FillAbsentChannels:
 
         units = iter(rec.units)
         return rec.replace(data=fill(rec.data), baseline=fill(rec.baseline), ch_names=list(rec.meta["channel_names"]),
-                           ch_types=[rec.ch_types[0]] * mask.size,
+                           ch_types=[rec.ch_types[0]] * mask.size, native_rates=None,
                            units=[next(units) if present else rec.units[0] for present in mask])
 
 
@@ -86,9 +104,19 @@ class SelectTypes:
     types: tuple[str, ...]
 
     def __call__(self, rec: Recording) -> Recording:
-        keep = [i for i, kind in enumerate(rec.ch_types) if kind in self.types]
+        unusable = rec.meta.get("unusable", {})
+        wanted = [i for i, kind in enumerate(rec.ch_types) if kind in self.types]
+        keep = [i for i in wanted if rec.ch_names[i] not in unusable]
+        left_out = {rec.ch_names[i]: unusable[rec.ch_names[i]] for i in wanted if i not in keep}
+        if not keep and left_out:
+            raise RecordingRejected(f"no usable channel of types {list(self.types)}: "
+                                    + "; ".join(f"{k}: {v}" for k, v in left_out.items()), "unusable_channel")
+        if left_out:
+            notes = list(rec.meta.get("notes", [])) + [f"left out: {'; '.join(f'{k}: {v}' for k, v in left_out.items())}"]
+            rec = rec.replace(meta={**rec.meta, "notes": notes})
         if not keep:
-            raise RecordingRejected(f"no channel of types {list(self.types)} (types in file: {sorted(set(rec.ch_types))})")
+            raise RecordingRejected(f"no channel of types {list(self.types)} (types in file: {sorted(set(rec.ch_types))})",
+                                    "missing_channels")
         return rec.pick(keep)
 
 
@@ -109,17 +137,22 @@ class RepairNaN:
 
     def __call__(self, rec: Recording) -> Recording:
         invalid = ~np.isfinite(rec.data)
-        count = int(invalid.sum())
-        if count == 0:
+        if not invalid.any():
             return rec
-        fraction = count / invalid.size
+        # Counted in recorded samples: a channel a reader upsampled by 16 has 16 samples per recorded one.
+        per_sample = np.ones(rec.data.shape[0]) if rec.native_rates is None else np.asarray(rec.native_rates) / rec.sfreq
+        count = int(round(float(invalid.sum(axis=1) @ per_sample)))
+        fraction = count / (rec.n_samples * per_sample.sum())
         if self.policy == "reject" or fraction > self.max_fraction:
             raise RecordingRejected(
-                f"NaN samples: {count} ({fraction:.1%} of the signal; policy {self.policy}, limit {self.max_fraction:.1%})"
-            )
+                f"NaN samples: {count} ({fraction:.1%} of the signal; policy {self.policy}, limit {self.max_fraction:.1%})",
+                "nan_samples")
+        empty = [rec.ch_names[c] for c in np.flatnonzero(invalid.all(axis=1))]
+        if empty:
+            raise RecordingRejected(f"NaN samples: channels {empty} hold no valid sample", "nan_samples")
         longest = _longest_run(invalid) / rec.sfreq
         if longest > self.max_gap_s:
-            raise RecordingRejected(f"NaN gap of {longest:.2f} s (limit {self.max_gap_s} s)")
+            raise RecordingRejected(f"NaN gap of {longest:.2f} s (limit {self.max_gap_s} s)", "nan_samples")
         data = rec.data.copy()
         samples = np.arange(rec.n_samples)
         for channel in np.flatnonzero(invalid.any(axis=1)):
@@ -133,6 +166,24 @@ def _longest_run(mask: np.ndarray) -> int:
     edges = np.diff(padded, axis=1)
     starts, ends = np.nonzero(edges == 1), np.nonzero(edges == -1)
     return int((ends[1] - starts[1]).max())
+
+
+@dataclass(frozen=True)
+class RemoveDC:
+    """Subtract from each channel the straight line between the means of its first and last
+    `edge_s` seconds: its DC offset, and the drift between its ends, go before any step that pads the
+    edges (resampling pads with zeros, filters extend the signal), so that an offset of millivolts
+    never rings into the kept signal. Followed by a high-pass (of order >= 2, which removes any
+    straight line) it leaves the interior of a recording as it was."""
+
+    edge_s: float = 0.1
+
+    def __call__(self, rec: Recording) -> Recording:
+        width = max(1, min(rec.n_samples // 2, int(round(self.edge_s * rec.sfreq))))
+        start = rec.data[:, :width].mean(axis=1, keepdims=True)
+        end = rec.data[:, -width:].mean(axis=1, keepdims=True)
+        ramp = np.linspace(0.0, 1.0, rec.n_samples)[None]
+        return rec.replace(data=rec.data - (start + (end - start) * ramp))
 
 
 @dataclass(frozen=True)
@@ -189,7 +240,7 @@ def _filter(apply, rec: Recording) -> np.ndarray:
     try:
         return apply(rec.data)
     except ValueError as error:  # filtfilt's padding needs a few filter lengths of signal
-        raise RecordingRejected(f"too short to filter ({rec.duration_s:.2f} s): {error}")
+        raise RecordingRejected(f"too short to filter ({rec.duration_s:.2f} s): {error}", "too_short")
 
 
 @dataclass(frozen=True)
@@ -211,7 +262,8 @@ class Scale:
         per_unit = rec.volts_per_unit()[rows]
         if np.isnan(per_unit).any():
             bad = sorted({rec.units[i] for i, v in zip(rows, per_unit) if np.isnan(v)})
-            raise RecordingRejected(f"cannot scale units {bad} to {self.unit}; voltage units: {sorted(VOLTS_PER_UNIT)}")
+            raise RecordingRejected(f"cannot scale units {bad} to {self.unit}; voltage units: {sorted(VOLTS_PER_UNIT)}",
+                                    "units")
         gain = np.ones(rec.data.shape[0])
         gain[rows] = per_unit / VOLTS_PER_UNIT[self.unit.lower()] * self.factor
         units = [self.unit if i in rows else u for i, u in enumerate(rec.units)]
@@ -238,7 +290,7 @@ class RemoveBaseline:
         width = int(round(self.segment_s * rec.sfreq))
         n_base, n_trial = rec.baseline.shape[1] // width, rec.n_samples // width
         if n_base == 0 or n_trial == 0:
-            raise RecordingRejected(f"baseline or trial shorter than one {self.segment_s} s segment")
+            raise RecordingRejected(f"baseline or trial shorter than one {self.segment_s} s segment", "too_short")
         channels = rec.data.shape[0]
         mean = rec.baseline[:, : n_base * width].reshape(channels, n_base, width).mean(axis=1)
         trial = rec.data[:, : n_trial * width].reshape(channels, n_trial, width) - mean[:, None, :]
@@ -254,12 +306,12 @@ class Crop:
 
     def __call__(self, rec: Recording) -> Recording:
         if rec.duration_s < self.min_duration_s:
-            raise RecordingRejected(f"too short: {rec.duration_s:.1f} s < minimum {self.min_duration_s:g} s")
+            raise RecordingRejected(f"too short: {rec.duration_s:.1f} s < minimum {self.min_duration_s:g} s", "too_short")
         cut = int(round(self.trim_s * rec.sfreq))
         if cut == 0:
             return rec
         if 2 * cut >= rec.n_samples:
-            raise RecordingRejected(f"too short to trim {self.trim_s:g} s at both ends: {rec.duration_s:.1f} s")
+            raise RecordingRejected(f"too short to trim {self.trim_s:g} s at both ends: {rec.duration_s:.1f} s", "too_short")
         offset = rec.meta.get("offset_s", 0.0) + cut / rec.sfreq
         return rec.replace(data=rec.data[:, cut:-cut], meta={**rec.meta, "offset_s": offset})
 
@@ -274,12 +326,13 @@ class ZScoreAcrossChannels:
     def __call__(self, rec: Recording) -> Recording:
         rows = np.array([kind in self.types for kind in rec.ch_types])
         if rows.sum() < 2:
-            raise RecordingRejected(f"z-scoring across channels needs >= 2 channels of types {list(self.types)}")
+            raise RecordingRejected(f"z-scoring across channels needs >= 2 channels of types {list(self.types)}",
+                                    "missing_channels")
         data = rec.data.copy()
         block = data[rows]
         data[rows] = (block - block.mean(axis=0)) / (block.std(axis=0) + self.eps)
         return rec.replace(data=data)
 
 
-STEPS = (SelectChannels, FillAbsentChannels, SelectTypes, RepairNaN, Resample, BandPass, Notch, Scale, RemoveBaseline, Crop,
+STEPS = (SelectChannels, FillAbsentChannels, SelectTypes, RepairNaN, RemoveDC, Resample, BandPass, Notch, Scale, RemoveBaseline, Crop,
          ZScoreAcrossChannels)

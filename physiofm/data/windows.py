@@ -21,9 +21,17 @@ class Windows:
     start_s: np.ndarray
     n_rejected: int = 0
     masks: dict[str, np.ndarray] = field(default_factory=dict)
+    rejections: dict[str, int] = field(default_factory=dict)  # why windows were dropped → how many
+    notes: list[str] = field(default_factory=list)  # what the reader and the steps noted on the way
+    channels: list[str] = field(default_factory=list)  # the recording's channels that reached the windows
 
     def __len__(self) -> int:
         return len(self.index)
+
+    def describe_rejections(self) -> str:
+        causes = ", ".join(f"{count} {why}" for why, count in self.rejections.items() if count)
+        return f"{self.n_rejected} of {self.n_rejected + len(self)} windows failed the checks" + (
+            f" ({causes})" if causes else "")
 
 
 def frame(data: np.ndarray, width: int) -> np.ndarray:
@@ -40,15 +48,17 @@ def _kept(rec: Recording, keep: np.ndarray, window_s: float) -> tuple[np.ndarray
 
 def _need_one(rec: Recording, width: int, window_s: float) -> None:
     if rec.n_samples < width:
-        raise RecordingRejected(f"shorter than one window: {rec.duration_s:.2f} s < {window_s:g} s")
+        raise RecordingRejected(f"shorter than one window: {rec.duration_s:.2f} s < {window_s:g} s", "too_short")
 
 
 @dataclass(frozen=True)
 class PatchWindows:
     """Windows of `window_s` split into patches of `patch_s`: column (C, N, P).
 
-    Windows with max|x| >= `max_abs` (in the scaled unit) or any non-finite value are dropped.
-    With `mask_column`, the channel mask from channel selection is written beside every row.
+    Windows with any non-finite value, a peak max|x| >= `max_abs`, or a peak below `min_peak` (flat,
+    or scaled 1000x too small) are dropped; bounds are in the scaled unit, `amplitude_unit` (label,
+    factor from the scaled unit) only words the reasons. With `mask_column`, the channel mask from
+    channel selection is written beside every row.
     """
 
     window_s: float
@@ -56,6 +66,8 @@ class PatchWindows:
     column: str = "x"
     max_abs: float | None = None
     mask_column: str | None = None
+    min_peak: float | None = None
+    amplitude_unit: tuple[str, float] = ("", 1.0)
 
     def __call__(self, rec: Recording) -> Windows:
         width, patch = int(round(self.window_s * rec.sfreq)), int(round(self.patch_s * rec.sfreq))
@@ -63,14 +75,30 @@ class PatchWindows:
             raise ValueError(f"window_s {self.window_s} is not a whole number of patches of {self.patch_s} s")
         _need_one(rec, width, self.window_s)
         windows = frame(rec.data, width)
-        keep = np.isfinite(windows).all(axis=(1, 2))
+        finite = np.isfinite(windows).all(axis=(1, 2))
+        peaks = np.where(finite, np.abs(np.where(np.isfinite(windows), windows, 0.0)).max(axis=(1, 2), initial=0.0),
+                         np.nan)
+        label, factor = self.amplitude_unit
+        rejections = {"non-finite": int((~finite).sum())}
+        keep = finite.copy()
         if self.max_abs is not None:
-            keep &= np.abs(windows).max(axis=(1, 2), initial=0.0) < self.max_abs
+            high = finite & (peaks >= self.max_abs)
+            if high.any():
+                rejections[f"with a peak >= {self.max_abs * factor:g} {label} (largest "
+                           f"{np.nanmax(peaks[high]) * factor:.4g} {label})".replace("  ", " ")] = int(high.sum())
+            keep &= ~high
+        if self.min_peak is not None:
+            low = finite & (peaks < self.min_peak)
+            if low.any():
+                rejections[f"with a peak < {self.min_peak * factor:g} {label}, flat or mis-scaled (smallest "
+                           f"{np.nanmin(peaks[low]) * factor:.4g} {label})".replace("  ", " ")] = int(low.sum())
+            keep &= ~low
         kept = windows[keep].reshape(int(keep.sum()), windows.shape[1], width // patch, patch)
         masks = {}
         if self.mask_column:
             masks[self.mask_column] = np.asarray(rec.meta.get("channel_mask", [True] * rec.data.shape[0]), dtype=bool)
-        return Windows({self.column: kept.astype(np.float32)}, *_kept(rec, keep, self.window_s), int((~keep).sum()), masks)
+        return Windows({self.column: kept.astype(np.float32)}, *_kept(rec, keep, self.window_s), int((~keep).sum()), masks,
+                       rejections={k: v for k, v in rejections.items() if v})
 
 
 @dataclass(frozen=True)
@@ -88,7 +116,7 @@ class DEFeatures:
         variances = []
         for _, low, high in self.bands:
             if high >= rec.sfreq / 2:
-                raise RecordingRejected(f"band {low}-{high} Hz needs a rate above {2 * high} Hz, got {rec.sfreq}")
+                raise RecordingRejected(f"band {low}-{high} Hz needs a rate above {2 * high} Hz, got {rec.sfreq}", "sampling_rate")
             sos = butter(self.order, (low, high), btype="bandpass", fs=rec.sfreq, output="sos")
             variances.append(frame(sosfiltfilt(sos, rec.data, axis=1), width).var(axis=2))
         variance = np.stack(variances, axis=-1)  # (n, C, bands)
@@ -117,6 +145,6 @@ class GroupWindows:
         for column, types in self.groups:
             rows = [i for i, kind in enumerate(rec.ch_types) if kind in types]
             if not rows:
-                raise RecordingRejected(f"no channel of types {list(types)} for column {column!r}")
+                raise RecordingRejected(f"no channel of types {list(types)} for column {column!r}", "missing_channels")
             tensors[column] = kept[:, rows].astype(np.float32)
         return Windows(tensors, *_kept(rec, keep, self.window_s), int((~keep).sum()))

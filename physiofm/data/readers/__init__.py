@@ -1,6 +1,7 @@
 """Read any supported file, local or `s3://`, into `Recording`s (one per trial)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 from typing import Any
@@ -39,8 +40,8 @@ def read_trials(uri: str, fmt: str = "auto", retry_policy: storage.RetryPolicy =
     kind = EXTENSION_FORMATS.get(extension(uri)) if check_format(fmt) == "auto" else fmt
     if kind is None:
         raise RecordingRejected(
-            f"unsupported extension {extension(uri)!r}; supported: {sorted(EXTENSION_FORMATS)} (or pass a format)"
-        )
+            f"unsupported extension {extension(uri)!r}; supported: {sorted(EXTENSION_FORMATS)} (or pass a format)",
+            "unsupported_format")
     stage = _Stager(retry_policy, storage_options)
     if kind == "wfdb":
         return _checked(_read_wfdb(uri, stage))
@@ -82,18 +83,43 @@ class _Stager:
 
 
 def _read_wfdb(uri: str, stage: _Stager) -> list[Recording]:
-    companions = []
-    if storage.is_remote(uri):  # a local record finds its signal files by itself
-        with stage([uri]) as (header,):
-            _check_not_empty(header)
-            companions = [_sibling(uri, name) for name in signal_files(header)]
+    if extension(uri) != ".hea":
+        raise RecordingRejected(f"WFDB signal file {os.path.basename(uri)} is named by no header in its folder "
+                                "(is its record's .hea missing?)", "orphan_signal_file")
+    uris = _remote_record_files(uri, stage) if storage.is_remote(uri) else [uri]
+    with _stage_present(stage, uris) as (header, *_):
+        _check_not_empty(header)
+        return read_wfdb(header, uri)
+
+
+def _remote_record_files(uri: str, stage: _Stager) -> list[str]:
+    """The header at `uri` and the files it names (segment headers and their signal files too), so
+    that the staged copy reads as the record would locally."""
+    with stage([uri]) as (header,):
+        _check_not_empty(header)
+        names = signal_files(header)
+    segments = [_sibling(uri, n) for n in names if n.endswith(".hea")]
+    files = [_sibling(uri, n) for n in names if not n.endswith(".hea")]
+    if segments:
+        with _stage_present(stage, segments) as local:
+            for path in local:
+                files += [_sibling(uri, n) for n in signal_files(path) if not n.endswith(".hea")]
+    return [uri, *segments, *sorted(set(files))]
+
+
+@contextlib.contextmanager
+def _stage_present(stage: _Stager, uris: list[str]):
+    """Stage `uris`, leaving out those that do not exist (the reader names what is missing)."""
+    context = stage(uris)
     try:
-        with stage([uri, *companions]) as (header, *signals):
-            for path in [header, *signals]:
-                _check_not_empty(path)
-            return read_wfdb(header, uri)
-    except FileNotFoundError as error:
-        raise RecordingRejected(f"WFDB signal file missing: {error}")
+        local = context.__enter__()
+    except FileNotFoundError:
+        context = stage([u for u in uris if storage.exists(u, **stage.options)])
+        local = context.__enter__()
+    try:
+        yield local
+    finally:
+        context.__exit__(None, None, None)
 
 
 def _sibling(uri: str, name: str) -> str:
@@ -103,10 +129,10 @@ def _sibling(uri: str, name: str) -> str:
 
 def _check_not_empty(path: str) -> None:
     if os.path.getsize(path) == 0:
-        raise RecordingRejected(f"empty file (0 bytes): {os.path.basename(path)}")
+        raise RecordingRejected(f"empty file (0 bytes): {os.path.basename(path)}", "empty_file")
 
 
 def _checked(recordings: list[Recording]) -> list[Recording]:
     if not recordings:
-        raise RecordingRejected("no signal: the file holds no trials")
+        raise RecordingRejected("no signal: the file holds no trials", "no_signal")
     return [check_signal(r) for r in recordings]

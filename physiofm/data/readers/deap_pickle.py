@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from physiofm.data.channels import DEAP_EEG_32, DEAP_PERIPHERAL
-from physiofm.data.recording import Recording, RecordingRejected
+from physiofm.data.recording import Recording, RecordingRejected, error_text
 
 SFREQ = 128.0
 BASELINE_S = 3.0
@@ -62,13 +62,13 @@ def read_deap(path: str, source: str) -> list[Recording]:
     """40 trials of 60 s (the 3-s pre-trial baseline kept apart) with the four ratings."""
     raw = Path(path).read_bytes()
     if not raw:
-        raise RecordingRejected("empty file")
+        raise RecordingRejected("empty file (0 bytes)", "empty_file")
     try:
         content = restricted_loads(raw)
     except ForbiddenGlobal as error:
-        raise RecordingRejected(f"hostile or foreign pickle rejected unexecuted: {error}")
+        raise RecordingRejected(f"hostile or foreign pickle rejected unexecuted: {error}", "hostile_pickle")
     except Exception as error:  # noqa: BLE001 - truncated/corrupt pickles fail in many ways
-        raise RecordingRejected(f"not a readable DEAP pickle: {type(error).__name__}: {error}")
+        raise RecordingRejected(f"not a readable DEAP pickle: {error_text(error)}", "unreadable")
     data, labels = _validate(content)
     names = list(DEAP_EEG_32) + [name for name, _, _ in DEAP_PERIPHERAL]
     types = ["eeg"] * 32 + [kind for _, kind, _ in DEAP_PERIPHERAL]
@@ -90,13 +90,13 @@ def read_deap(path: str, source: str) -> list[Recording]:
 def _validate(content) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(content, dict) or not {"data", "labels"} <= set(content):
         keys = sorted(map(str, content)) if isinstance(content, dict) else type(content).__name__
-        raise RecordingRejected(f"DEAP pickle must be a dict with 'data' and 'labels'; got {keys}")
+        raise RecordingRejected(f"DEAP pickle must be a dict with 'data' and 'labels'; got {keys}", "dataset_layout")
     data, labels = content["data"], content["labels"]
     if not isinstance(data, np.ndarray) or data.ndim != 3 or data.shape[1] != N_CHANNELS:
         shape = getattr(data, "shape", type(data).__name__)
-        raise RecordingRejected(f"DEAP 'data' must be (trials, {N_CHANNELS}, samples); got {shape}")
+        raise RecordingRejected(f"DEAP 'data' must be (trials, {N_CHANNELS}, samples); got {shape}", "dataset_layout")
     if data.shape[2] <= BASELINE_S * SFREQ:
-        raise RecordingRejected(f"DEAP trials hold {data.shape[2]} samples, not more than the 3-s baseline")
+        raise RecordingRejected(f"DEAP trials hold {data.shape[2]} samples, not more than the 3-s baseline", "dataset_layout")
     if not isinstance(labels, np.ndarray) or labels.shape != (data.shape[0], len(LABEL_NAMES)):
-        raise RecordingRejected(f"DEAP 'labels' must be ({data.shape[0]}, 4); got {getattr(labels, 'shape', None)}")
+        raise RecordingRejected(f"DEAP 'labels' must be ({data.shape[0]}, 4); got {getattr(labels, 'shape', None)}", "dataset_layout")
     return data, labels

@@ -1,4 +1,10 @@
-"""EDF, EDF+ and BDF through MNE."""
+"""EDF, EDF+ and BDF through MNE, checked against the file's own header (`edf_header`).
+
+MNE's warnings about a file go into the recording's notes; what they say is unusable (a physical
+range that is undefined, a record duration of 0) is rejected or left out by name. An EDF+D
+(discontinuous) file is read per continuous part, each a trial of the file starting at its onset,
+never glued over its gaps.
+"""
 from __future__ import annotations
 
 import re
@@ -9,48 +15,91 @@ import mne
 import numpy as np
 
 from physiofm.data.channels import type_from_label
-from physiofm.data.recording import Recording, RecordingRejected
+from physiofm.data.readers.edf_header import continuous_runs, parse_edf_header, record_onsets
+from physiofm.data.recording import Recording, RecordingRejected, error_text
 
 # TUEG names files `{subject}_{session}_{token}.edf` (e.g. aaaaaaaa_s001_t000.edf).
 _TUEG_NAME = re.compile(r"^(?P<subject>[a-z]{8})_(?P<session>s\d{3})_(?P<trial>t\d{3})$")
 _MNE_TYPES = {"eeg": "eeg", "ecg": "ecg", "eog": "eog", "emg": "emg", "stim": "stim",
               "resp": "resp", "bio": "misc", "misc": "misc", "temperature": "temp", "gsr": "gsr"}
+MAX_NOTE_CHARS = 300
 
 
 def read_edf(path: str, source: str, kind: str = "edf") -> list[Recording]:
-    """One recording in physical units (V for voltage channels); `kind` is 'edf' or 'bdf'."""
+    """Recordings in physical units (V for voltage channels); `kind` is 'edf' or 'bdf'."""
+    header = parse_edf_header(path, kind)
+    name = kind.upper()
+    if not header.data_signals:
+        raise RecordingRejected(
+            f"no signal: EDF+ with annotations only ({_count_annotations(path)} annotations, 0 signal channels)",
+            "no_signal")
     reader = {"edf": mne.io.read_raw_edf, "bdf": mne.io.read_raw_bdf}[kind]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             raw = reader(path, preload=True, verbose="warning")
-        except Exception as error:  # noqa: BLE001 - any parse failure is a rejection reason
-            raise RecordingRejected(f"not a readable {kind.upper()} file: {type(error).__name__}: {error}")
-    notes = [str(w.message) for w in caught]
-    size_mismatch = [n for n in notes if "does not match the file size" in n]
-    if size_mismatch:
-        raise RecordingRejected(f"truncated {kind.upper()} file: {size_mismatch[0]}")
-    if len(raw.ch_names) == 0:
-        try:
-            n_annotations = len(mne.read_annotations(path))
-        except Exception:  # noqa: BLE001 - the count only decorates the reason
-            n_annotations = len(raw.annotations)
-        raise RecordingRejected(
-            f"no signal: EDF+ with annotations only ({n_annotations} annotations, 0 signal channels)"
-        )
+        except Exception as error:  # noqa: BLE001 - the header is checked: what is left is MNE's to say
+            raise RecordingRejected(f"not a readable {name} file (MNE: {error_text(error)})", "unreadable")
+    notes = []
+    for message in dict.fromkeys(" ".join(str(w.message).split()) for w in caught):
+        notes.append(f"MNE: {message[:MAX_NOTE_CHARS]}")
+    if len(raw.ch_names) != len(header.data_signals):
+        raise RecordingRejected(f"MNE read {len(raw.ch_names)} signals of the {len(header.data_signals)} the {name} "
+                                "header declares", "unreadable")
+    sfreq = float(raw.info["sfreq"])
+    records = header.records_in_file if header.n_records < 0 else header.n_records
+    if header.n_records < 0:
+        notes.append(f"the header's number of data records is -1 (not stopped properly): {records} read from the "
+                     "file size")
+    elif header.records_in_file > header.n_records:
+        notes.append(f"{header.records_in_file - header.n_records} data record(s) beyond the {header.n_records} the "
+                     "header declares: left out")
+    data = raw.get_data()[:, : int(round(records * header.record_s * sfreq))].astype(np.float64, copy=False)
     mne_types = raw.get_channel_types()
-    ch_types = [type_from_label(name, _MNE_TYPES.get(t, "misc")) for name, t in zip(raw.ch_names, mne_types)]
+    ch_types = [type_from_label(label, _MNE_TYPES.get(t, "misc")) for label, t in zip(raw.ch_names, mne_types)]
     units = ["V" if ch["unit"] == mne.io.constants.FIFF.FIFF_UNIT_V else "NU" for ch in raw.info["chs"]]
-    identity = _identity(Path(path).stem)
-    meta = {"format": kind, "warnings": [n for n in notes if "sampling rate" in n.lower()]}
+    rates = [header.rate(i) for i in header.data_signals]
+    meta = {"format": kind, "record_duration_s": data.shape[1] / sfreq}
+    resampled = {ch: f"{rate:g} Hz -> {sfreq:g} Hz" for ch, rate in zip(raw.ch_names, rates) if rate != sfreq}
+    if resampled:
+        meta["resampled"] = resampled
+        notes.append(f"uneven rates: {len(resampled)} signal(s) resampled to {sfreq:g} Hz by MNE at reading "
+                     f"({', '.join(f'{k} {v}' for k, v in list(resampled.items())[:6])})")
+    unusable = {raw.ch_names[header.data_signals.index(i)]: why for i, why in header.unusable().items()}
+    if unusable:
+        meta["unusable"] = unusable
+        notes.append(f"signals with an undefined scale, not used: {list(unusable)[:8]}")
     if raw.info["meas_date"] is not None:
         meta["start"] = raw.info["meas_date"].isoformat()
-    return [Recording(
-        data=raw.get_data().astype(np.float64, copy=False),
-        ch_names=list(raw.ch_names), ch_types=ch_types, units=units,
-        sfreq=float(raw.info["sfreq"]), source=source, dataset="tueg" if identity[2] else kind,
-        subject=identity[0], session=identity[1], trial=identity[2], meta=meta,
-    )]
+    subject, session, trial = _identity(Path(path).stem)
+    parts = [(0, records)]
+    if header.discontinuous:
+        onsets = record_onsets(path, header, records)
+        parts = continuous_runs(onsets, header.record_s)
+        gaps = onsets[-1] + header.record_s - records * header.record_s
+        notes.append(f"{name}+D (discontinuous): {len(parts)} continuous part(s), {gaps:.1f} s of gaps between them; "
+                     "each part read as a trial of this file (gaps are absent data)")
+        meta["record_duration_s"] = data.shape[1] / sfreq
+    per_record = int(round(header.record_s * sfreq))
+    recordings = []
+    for k, (first, end) in enumerate(parts):
+        part_meta = {**meta, "notes": notes if k == 0 else []}
+        if header.discontinuous:
+            part_meta["offset_s"] = float(onsets[first])
+        recordings.append(Recording(
+            data=np.ascontiguousarray(data[:, first * per_record:end * per_record]), ch_names=list(raw.ch_names),
+            ch_types=ch_types, units=units, sfreq=sfreq, source=source, dataset="tueg" if trial else kind,
+            subject=subject, session=session, trial=(f"{trial}.part{k + 1}" if trial else f"part{k + 1}") if len(parts) > 1 else trial,
+            meta=part_meta, native_rates=rates if resampled else None,
+        ))
+    return recordings
+
+
+def _count_annotations(path: str) -> int:
+    try:
+        return len(mne.read_annotations(path))
+    except Exception:  # noqa: BLE001 - the count only decorates the reason
+        return 0
 
 
 def _identity(stem: str) -> tuple[str, str, str]:
@@ -58,3 +107,4 @@ def _identity(stem: str) -> tuple[str, str, str]:
     if match:
         return match["subject"], match["session"], match["trial"]
     return stem, "", ""
+

@@ -11,7 +11,7 @@ import scipy.io
 from scipy.signal import resample_poly
 
 from physiofm.data.channels import EMOTIV_14, SEED_62
-from physiofm.data.recording import Recording, RecordingRejected
+from physiofm.data.recording import Recording, RecordingRejected, error_text
 
 SEED_SFREQ = 200.0
 SEED_CLASSES = {-1: 0, 0: 1, 1: 2}  # negative, neutral, positive → class index
@@ -34,7 +34,7 @@ def load(path: str, **kwargs) -> dict:
     try:
         return scipy.io.loadmat(path, **kwargs)
     except Exception as error:  # noqa: BLE001 - truncated/corrupt/v7.3 files fail in many ways
-        raise RecordingRejected(f"not a readable MATLAB file: {type(error).__name__}: {error}")
+        raise RecordingRejected(f"not a readable MATLAB file: {error_text(error)}", "unreadable")
 
 
 def layout(path: str) -> str:
@@ -42,7 +42,7 @@ def layout(path: str) -> str:
     try:
         names = [name for name, _, _ in scipy.io.whosmat(path)]
     except Exception as error:  # noqa: BLE001
-        raise RecordingRejected(f"not a readable MATLAB file: {type(error).__name__}: {error}")
+        raise RecordingRejected(f"not a readable MATLAB file: {error_text(error)}", "unreadable")
     if "DREAMER" in names:
         return "dreamer"
     if "joined_data" in names:
@@ -55,7 +55,8 @@ def layout(path: str) -> str:
     raise RecordingRejected(
         f"unrecognised .mat layout (variables {sorted(names)[:8]}); expected SEED (15 *_eegN), "
         "SEED-IV (24 *_eegN), DREAMER or AMIGOS; pass the format explicitly"
-    )
+        + ("; a 'val' variable is a WFDB signal file (MATLAB format): is its .hea header missing?"
+           if names == ["val"] else ""), "dataset_layout")
 
 
 def read_seed(path: str, source: str, label_path: str | None = None, dataset: str = "seed") -> list[Recording]:
@@ -63,7 +64,8 @@ def read_seed(path: str, source: str, label_path: str | None = None, dataset: st
     content = load(path)
     keys = sorted((k for k in content if _TRIAL_KEY.search(k)), key=lambda k: int(_TRIAL_KEY.search(k)[1]))
     if not keys:
-        raise RecordingRejected(f"no trial variables named *_eegN in {sorted(k for k in content if not k.startswith('__'))}")
+        raise RecordingRejected(f"no trial variables named *_eegN in {sorted(k for k in content if not k.startswith('__'))}",
+                                "dataset_layout")
     stem = Path(source).stem
     subject, _, date = stem.partition("_")
     classes, session, notes = _seed_classes(dataset, source, label_path, len(keys))
@@ -71,7 +73,7 @@ def read_seed(path: str, source: str, label_path: str | None = None, dataset: st
     for index, key in enumerate(keys):
         trial = np.asarray(content[key], dtype=np.float64)
         if trial.ndim != 2 or trial.shape[0] != len(SEED_62):
-            raise RecordingRejected(f"{key} must be ({len(SEED_62)}, samples); got {trial.shape}")
+            raise RecordingRejected(f"{key} must be ({len(SEED_62)}, samples); got {trial.shape}", "dataset_layout")
         recordings.append(Recording(
             data=trial, ch_names=list(SEED_62), ch_types=["eeg"] * len(SEED_62), units=["uV"] * len(SEED_62),
             sfreq=SEED_SFREQ, source=source, dataset=dataset, subject=subject, session=session or date,
@@ -91,7 +93,7 @@ def _seed_classes(dataset: str, source: str, label_path: str | None, n_trials: i
         return [-1] * n_trials, "", ["label.mat not found beside the file: labels unknown"]
     raw = np.asarray(load(label_path).get("label", np.array([]))).ravel()
     if raw.size != n_trials or not set(raw.tolist()) <= set(SEED_CLASSES):
-        raise RecordingRejected(f"label.mat 'label' must hold {n_trials} values in {{-1, 0, 1}}; got {raw.tolist()}")
+        raise RecordingRejected(f"label.mat 'label' must hold {n_trials} values in {{-1, 0, 1}}; got {raw.tolist()}", "dataset_layout")
     return [SEED_CLASSES[int(v)] for v in raw], "", []
 
 
@@ -103,7 +105,7 @@ def read_dreamer(path: str, source: str) -> list[Recording]:
         eeg_rate, ecg_rate = float(root["EEG_SamplingRate"].squeeze()), float(root["ECG_SamplingRate"].squeeze())
         electrodes = [str(np.asarray(e).squeeze()) for e in root["EEG_Electrodes"].ravel()]
     except (KeyError, IndexError, ValueError) as error:
-        raise RecordingRejected(f"DREAMER.mat lacks the DREAMER struct layout: {type(error).__name__}: {error}")
+        raise RecordingRejected(f"DREAMER.mat lacks the DREAMER struct layout: {error_text(error)}", "dataset_layout")
     ratio = Fraction(eeg_rate / ecg_rate).limit_denominator(1000)
     names = electrodes + ["ECG1", "ECG2"]
     recordings = []
@@ -134,7 +136,7 @@ def read_amigos(path: str, source: str) -> list[Recording]:
     """`Data_Preprocessed_P{NN}.mat`: 20 trials × (14 EEG, 2 ECG, GSR) at 128 Hz; empty trials skipped."""
     content = load(path)
     if "joined_data" not in content:
-        raise RecordingRejected("AMIGOS file lacks 'joined_data'")
+        raise RecordingRejected("AMIGOS file lacks 'joined_data'", "dataset_layout")
     trials = content["joined_data"].ravel()
     ratings = content.get("labels_selfassessment", np.empty((1, 0), dtype=object)).ravel()
     subject = Path(source).stem.rsplit("_", 1)[-1]
@@ -145,7 +147,7 @@ def read_amigos(path: str, source: str) -> list[Recording]:
             empty.append(t + 1)
             continue
         if trial.ndim != 2 or trial.shape[1] != len(AMIGOS_CHANNELS):
-            raise RecordingRejected(f"AMIGOS trial {t + 1} must be (samples, 17); got {trial.shape}")
+            raise RecordingRejected(f"AMIGOS trial {t + 1} must be (samples, 17); got {trial.shape}", "dataset_layout")
         scores = np.asarray(ratings[t], dtype=np.float64).ravel() if t < len(ratings) else np.array([])
         recordings.append(Recording(
             data=np.ascontiguousarray(trial.T), ch_names=list(AMIGOS_CHANNELS), ch_types=list(AMIGOS_TYPES),
@@ -157,5 +159,5 @@ def read_amigos(path: str, source: str) -> list[Recording]:
     for recording in recordings:
         recording.meta["notes"] = [f"empty trials skipped: {empty}"] if empty else []
     if not recordings:
-        raise RecordingRejected(f"no signal: all {len(trials)} AMIGOS trials are empty")
+        raise RecordingRejected(f"no signal: all {len(trials)} AMIGOS trials are empty", "no_signal")
     return recordings

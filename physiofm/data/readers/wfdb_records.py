@@ -1,6 +1,14 @@
-"""WFDB records (`.hea` + `.dat`/`.mat`/more signal files, multi-frequency) through wfdb."""
+"""WFDB records (`.hea` + `.dat`/`.mat`/FLAC/more signal files, multi-frequency, multi-segment)
+through wfdb, checked against the header's own text (`wfdb_header`).
+
+A multi-segment record is read through its master header: every continuous run of segments (no
+`~` gap between them, the same signals) becomes one recording, a trial of the master's record with
+the master's identity and its start in the record (`meta["offset_s"]`); gaps are absent data, never
+samples. Segment and layout headers are parts of their master, never records of their own.
+"""
 from __future__ import annotations
 
+import math
 import re
 from fractions import Fraction
 from pathlib import Path
@@ -10,74 +18,268 @@ import wfdb
 from scipy.signal import resample_poly
 
 from physiofm.data.channels import type_from_label
-from physiofm.data.recording import Recording, RecordingRejected
+from physiofm.data.readers.wfdb_header import (BYTES_PER_SAMPLE, FLAC_FORMATS, WfdbHeader, named_files, parse_header,
+                                               read_text)
+from physiofm.data.recording import Recording, RecordingRejected, error_text
 
 # MIMIC-IV-ECG: files/pNNNN/p{subject}/s{study}/{record}.hea
 _MIMIC = re.compile(r"/(?P<subject>p\d{6,})/(?P<session>s\d{6,})/[^/]+$")
+DEFAULT_UNITS = "mV"  # the specification's unit where a signal line gives none
 
 
 def signal_files(header_path: str) -> list[str]:
-    """Base names of the signal files a header refers to (the files a record needs besides it)."""
-    header = _read_header(header_path)
-    names = list(header.file_name or [])
-    for segment in getattr(header, "seg_name", None) or []:
-        if segment and segment != "~":
-            names.append(f"{segment}.hea")
-    return sorted(set(names))
+    """Base names of the files a header names besides itself (signal files; segment headers)."""
+    files, segments = named_files(read_text(header_path))
+    return sorted(set(files) | {f"{name}.hea" for name in segments})
 
 
 def read_wfdb(header_path: str, source: str) -> list[Recording]:
-    """The record in physical units; channels at different rates are resampled to the highest."""
-    record_name = header_path[: -len(".hea")]
-    try:
-        record = wfdb.rdrecord(record_name, smooth_frames=False)  # one header parse, any rates
-    except Exception as error:  # noqa: BLE001 - any decode failure is a rejection reason
-        header = _read_header(header_path)  # a header that does not parse gets its own reason
-        sizes = ", ".join(f"{name}: {_size(Path(header_path).with_name(name))}" for name in sorted(set(header.file_name)))
+    """The record in physical units; channels at lower rates are resampled to the highest."""
+    header = parse_header(header_path)
+    if header.is_layout:
         raise RecordingRejected(
-            f"WFDB signal unreadable (truncated or corrupt? {sizes}; "
-            f"header declares {header.sig_len} samples x {header.n_sig} signals): {type(error).__name__}: {error}"
-        )
-    if not record.n_sig:
-        raise RecordingRejected("no signal: the WFDB header declares 0 signals")
-    rates = [record.fs * spf for spf in record.samps_per_frame]
-    sfreq = max(rates)
-    data = _to_highest_rate(record.e_p_signal, record.samps_per_frame)
-    meta = {"format": "wfdb", "comments": list(record.comments or [])}
-    if len(set(rates)) > 1:
-        meta["resampled"] = {name: f"{rate:g} Hz -> {sfreq:g} Hz"
-                             for name, rate in zip(record.sig_name, rates) if rate != sfreq}
-    expected = record.sig_len * max(record.samps_per_frame)
-    if data.shape[1] != expected:
-        raise RecordingRejected(f"truncated WFDB record: header declares {expected} samples, read {data.shape[1]}")
-    meta["nan_samples"] = int(np.isnan(data).sum())
-    dataset, subject, session = _identity(source, record.record_name)
-    return [Recording(
-        data=np.ascontiguousarray(data, dtype=np.float64), ch_names=list(record.sig_name),
-        ch_types=[type_from_label(name) for name in record.sig_name],
-        units=[unit or "mV" for unit in record.units], sfreq=float(sfreq), source=source,
-        dataset=dataset, subject=subject, session=session, meta=meta,
-    )]
+            f"layout header of a multi-segment record ({len(header.signals)} signal names and gains for its "
+            "segments, no samples of its own): the record is read through its master header, which names this "
+            "file as its first segment", "layout_header")
+    dataset, subject, session = _identity(source, header.record_name)
+    if header.is_multi_segment:
+        return _read_segments(header, header_path, source, dataset, subject, session)
+    if not header.n_sig:
+        raise RecordingRejected("no signal: the WFDB header declares 0 signals", "no_signal")
+    data, notes, meta = _read_record(header_path, header)
+    meta["notes"] = notes
+    meta["record_duration_s"] = data.shape[1] / _top_rate(header)
+    return [_recording(data, header, source, dataset, subject, session, meta)]
 
 
-def _read_header(header_path: str):
+def _recording(data: np.ndarray, header: WfdbHeader, source: str, dataset: str, subject: str, session: str,
+               meta: dict, trial: str = "") -> Recording:
+    names = [s.description or f"signal {s.index}" for s in header.signals]
+    rates = [header.fs * s.samps_per_frame for s in header.signals]
+    return Recording(
+        data=data, ch_names=names, ch_types=[type_from_label(name) for name in names],
+        units=[s.units or DEFAULT_UNITS for s in header.signals], sfreq=float(max(rates)), source=source,
+        dataset=dataset, subject=subject, session=session, trial=trial, meta={"format": "wfdb", **meta},
+        native_rates=[float(rate) for rate in rates] if len(set(rates)) > 1 else None,
+    )
+
+
+def _top_rate(header: WfdbHeader) -> float:
+    return header.fs * max(s.samps_per_frame for s in header.signals)
+
+
+def _read_record(header_path: str, header: WfdbHeader) -> tuple[np.ndarray, list[str], dict]:
+    """(data at the highest rate, notes, meta) of a single-segment record, every field checked."""
+    _check_signal_files(header_path, header)
+    _check_read_as_written(header_path, header)
     try:
-        return wfdb.rdheader(header_path[: -len(".hea")])
-    except Exception as error:  # noqa: BLE001 - any parse failure is a rejection reason
-        raise RecordingRejected(f"WFDB header unreadable: {type(error).__name__}: {error}")
+        record = wfdb.rdrecord(header_path[: -len(".hea")], smooth_frames=False)
+    except Exception as error:  # noqa: BLE001 - the header and file sizes are checked: this is the data
+        formats = sorted({s.fmt for s in header.signals})
+        raise RecordingRejected(f"WFDB signal file(s) {header.signal_files()} cannot be decoded as format "
+                                f"{'/'.join(formats)}: {error_text(error)}", "unreadable")
+    notes, meta = [], {"comments": list(record.comments or [])}
+    spf = [s.samps_per_frame for s in header.signals]
+    data, native_nan = _to_highest_rate(record.e_p_signal, spf)
+    expected = (record.sig_len if header.sig_len is None else header.sig_len) * max(spf)
+    if data.shape[1] != expected:
+        raise RecordingRejected(f"truncated WFDB record: header declares {expected} samples, read {data.shape[1]}",
+                                "truncated")
+    meta["nan_samples"] = native_nan
+    top = _top_rate(header)
+    resampled = {s.description or f"signal {s.index}": f"{header.fs * s.samps_per_frame:g} Hz -> {top:g} Hz"
+                 for s in header.signals if s.samps_per_frame != max(spf)}
+    if resampled:
+        meta["resampled"] = resampled
+        notes.append(f"multi-frequency record: {len(resampled)} signal(s) resampled to {top:g} Hz at reading "
+                     f"({', '.join(f'{k} {v}' for k, v in list(resampled.items())[:6])})")
+    if header.fs_text is None:
+        notes.append(f"no sampling frequency on the record line: the specification's default {header.fs:g} Hz assumed")
+    no_units = [s.description or f"signal {s.index}" for s in header.signals if s.units is None]
+    if no_units:
+        notes.append(f"units absent for {no_units[:8]}{' ...' if len(no_units) > 8 else ''}: "
+                     f"the specification's default {DEFAULT_UNITS} assumed")
+    unusable = {s.description or f"signal {s.index}":
+                f"uncalibrated: ADC gain {'absent' if s.gain is None else '0'} on {s.where()} of "
+                f"{Path(header_path).name} (wfdb would assume 200 adu per {s.units or DEFAULT_UNITS})"
+                for s in header.signals if not s.calibrated}
+    if unusable:
+        meta["unusable"] = unusable
+        notes.append(f"uncalibrated signals (ADC gain 0 or absent), not used: {list(unusable)[:8]}")
+    unnamed = [s.index for s in header.signals if not s.description]
+    if unnamed:
+        meta["unnamed"] = len(unnamed) == len(header.signals)
+        notes.append(f"{len(unnamed)} of {len(header.signals)} signals have no description (name) in the header")
+    return data, notes, meta
 
 
-def _size(path: Path) -> str:
-    return f"{path.stat().st_size} bytes" if path.exists() else "missing"
+def _check_signal_files(header_path: str, header: WfdbHeader) -> None:
+    """Every signal file present and as long as the header says, before decoding anything."""
+    folder = Path(header_path).parent
+    for name in header.signal_files():
+        signals = [s for s in header.signals if s.file_name == name]
+        path = folder / name
+        if not path.exists():
+            raise RecordingRejected(f"WFDB signal file {name} (named on line {signals[0].line} of "
+                                    f"{Path(header_path).name}) is missing", "missing_file")
+        fmt = signals[0].fmt
+        if header.sig_len is None or fmt in FLAC_FORMATS or fmt not in BYTES_PER_SAMPLE:
+            continue
+        samples = header.sig_len * sum(s.samps_per_frame for s in signals)
+        needed = signals[0].byte_offset + math.ceil(samples * BYTES_PER_SAMPLE[fmt])
+        size = path.stat().st_size
+        if size < needed:
+            raise RecordingRejected(
+                f"truncated WFDB signal file {name}: {size} bytes, but {header.sig_len} frames of "
+                f"{len(signals)} signal(s) in format {fmt} need {needed}", "truncated")
 
 
-def _to_highest_rate(signals: list[np.ndarray], samps_per_frame: list[int]) -> np.ndarray:
+def _check_read_as_written(header_path: str, header: WfdbHeader) -> None:
+    """Reject where wfdb's parse of the header differs from the header's text."""
+    try:
+        read = wfdb.rdheader(header_path[: -len(".hea")])
+    except Exception as error:  # noqa: BLE001 - a text the specification allows but wfdb refuses
+        raise RecordingRejected(f"WFDB header {Path(header_path).name} is refused by wfdb: {error_text(error)}",
+                                "header_field")
+    name = Path(header_path).name
+    if header.fs_text is not None and not math.isclose(float(read.fs), header.fs, rel_tol=1e-9):
+        raise RecordingRejected(f"WFDB header {name}: line {header.record_line} (record line): sampling frequency "
+                                f"{header.fs_text!r} ({header.fs:g} Hz) is read by wfdb as {float(read.fs):g} Hz",
+                                "header_field")
+    if header.sig_len is not None and read.sig_len != header.sig_len:
+        raise RecordingRejected(f"WFDB header {name}: line {header.record_line} (record line): number of samples "
+                                f"{header.sig_len} is read by wfdb as {read.sig_len}", "header_field")
+    for s in header.signals:
+        i = s.index
+        pairs = [("format", s.fmt, read.fmt[i]), ("samples per frame", s.samps_per_frame, read.samps_per_frame[i]),
+                 ("skew", s.skew, read.skew[i] or 0), ("byte offset", s.byte_offset, read.byte_offset[i] or 0),
+                 ("baseline", s.expected_baseline, read.baseline[i])]
+        if s.calibrated:
+            pairs.append(("ADC gain", s.gain, read.adc_gain[i]))
+        if s.units is not None:
+            pairs.append(("units", s.units, read.units[i]))
+        if s.description is not None:
+            pairs.append(("description", s.description, (read.sig_name[i] or "").strip()))
+        for field, written, got in pairs:
+            same = math.isclose(float(written), float(got), rel_tol=1e-9) if isinstance(written, float) else \
+                str(written) == str(got)
+            if not same:
+                raise RecordingRejected(f"WFDB header {name}: {s.where()}: {field} {written!r} is read by wfdb as "
+                                        f"{got!r}", "header_field")
+
+
+def _read_segments(master: WfdbHeader, header_path: str, source: str, dataset: str, subject: str,
+                   session: str) -> list[Recording]:
+    folder = Path(header_path).parent
+    name = Path(header_path).name
+    try:
+        read = wfdb.rdheader(header_path[: -len(".hea")])
+    except Exception as error:  # noqa: BLE001
+        raise RecordingRejected(f"WFDB header {name} is refused by wfdb: {error_text(error)}", "header_field")
+    if master.fs_text is not None and not math.isclose(float(read.fs), master.fs, rel_tol=1e-9):
+        raise RecordingRejected(f"WFDB header {name}: line {master.record_line} (record line): sampling frequency "
+                                f"{master.fs_text!r} ({master.fs:g} Hz) is read by wfdb as {float(read.fs):g} Hz",
+                                "header_field")
+    names = master.segment_names()
+    missing = [f"{n}.hea" for n in names if not (folder / f"{n}.hea").exists()]
+    if missing:
+        raise RecordingRejected(f"multi-segment record {master.record_name}: {len(missing)} of {len(names)} segment "
+                                f"headers missing beside {name} ({', '.join(missing[:5])}"
+                                f"{', ...' if len(missing) > 5 else ''})", "missing_file")
+    pieces, start, gaps, layout = [], 0, 0, 0
+    for segment in master.segments:
+        if segment.name == "~":
+            gaps += segment.length
+        elif segment.length == 0:
+            layout += 1  # the layout header (MIMIC-style variable layout): names and gains, no samples
+        else:
+            segment_path = str(folder / f"{segment.name}.hea")
+            part = parse_header(segment_path)
+            if part.is_multi_segment or not part.signals:
+                raise RecordingRejected(f"multi-segment record {master.record_name}: segment {segment.name} (line "
+                                        f"{segment.line} of {name}) is not a single-segment record", "header_field")
+            if not math.isclose(part.fs, master.fs, rel_tol=1e-9):
+                raise RecordingRejected(f"multi-segment record {master.record_name}: segment {segment.name} is at "
+                                        f"{part.fs:g} Hz, its master {name} at {master.fs:g} Hz", "header_field")
+            if part.sig_len is not None and part.sig_len != segment.length:
+                raise RecordingRejected(f"multi-segment record {master.record_name}: segment {segment.name} holds "
+                                        f"{part.sig_len} samples, line {segment.line} of {name} says {segment.length}",
+                                        "header_field")
+            data, notes, meta = _read_record(segment_path, part)
+            pieces.append((start, segment, part, data, notes, meta))
+        start += segment.length
+    if not pieces:
+        raise RecordingRejected(f"no signal: multi-segment record {master.record_name} holds only gaps", "no_signal")
+    runs: list[list] = []
+    for piece in pieces:
+        previous = runs[-1][-1] if runs else None
+        if previous and previous[0] + previous[1].length == piece[0] and _layout_key(previous[2]) == _layout_key(piece[2]):
+            runs[-1].append(piece)
+        else:
+            runs.append([piece])
+    span_s = (master.sig_len if master.sig_len is not None else start) / master.fs
+    summary = (f"multi-segment record: {len(pieces)} segment(s){f', {layout} layout header' if layout else ''}, "
+               f"{gaps / master.fs:.1f} s of gaps; read as {len(runs)} continuous run(s), each a trial of this record "
+               "(gaps are absent data)")
+    recordings = []
+    for run in runs:
+        first_start, first_segment, part = run[0][0], run[0][1], run[0][2]
+        notes = [summary] if not recordings else []
+        for piece in run:
+            notes += [f"segment {piece[1].name}: {note}" for note in piece[4]]
+        meta = {"comments": run[0][5]["comments"], "offset_s": first_start / master.fs,
+                "segments": [piece[1].name for piece in run], "record_duration_s": span_s,
+                "nan_samples": sum(piece[5]["nan_samples"] for piece in run), "notes": notes}
+        for key in ("resampled", "unusable", "unnamed"):
+            if key in run[0][5]:
+                meta[key] = run[0][5][key]
+        data = np.concatenate([piece[3] for piece in run], axis=1)
+        recordings.append(_recording(data, part, source, dataset, subject, session, meta,
+                                     trial=first_segment.name))
+    return recordings
+
+
+def _layout_key(header: WfdbHeader) -> tuple:
+    return tuple((s.description, s.units, s.samps_per_frame, s.calibrated) for s in header.signals)
+
+
+def _to_highest_rate(signals: list[np.ndarray], samps_per_frame: list[int]) -> tuple[np.ndarray, int]:
+    """(channels at the highest rate, invalid samples counted at each channel's own rate).
+
+    Invalid (NaN) samples are filled at the native rate before resampling and marked again at the
+    positions they cover afterwards: resampling never spreads them (a 4-sample gap stays 4 samples
+    of its channel's time)."""
     top = max(samps_per_frame)
-    out = []
+    out, invalid_total = [], 0
     for signal, spf in zip(signals, samps_per_frame):
+        invalid = ~np.isfinite(signal)
+        invalid_total += int(invalid.sum())
         ratio = Fraction(top, spf)
-        out.append(signal if ratio == 1 else resample_poly(signal, ratio.numerator, ratio.denominator))
-    return np.stack(out)
+        if ratio == 1:
+            out.append(signal)
+            continue
+        out.append(resample_marking_invalid(signal, ratio.numerator, ratio.denominator))
+    return np.ascontiguousarray(np.stack(out), dtype=np.float64), invalid_total
+
+
+def resample_marking_invalid(signal: np.ndarray, up: int, down: int) -> np.ndarray:
+    """`resample_poly` of a 1-D signal whose invalid samples are interpolated first and are NaN again,
+    at the output samples their time covers, afterwards."""
+    invalid = ~np.isfinite(signal)
+    if not invalid.any():
+        return resample_poly(signal, up, down)
+    if invalid.all():
+        return np.full(math.ceil(len(signal) * up / down), np.nan)
+    samples = np.arange(len(signal))
+    filled = signal.copy()
+    filled[invalid] = np.interp(samples[invalid], samples[~invalid], signal[~invalid])
+    out = resample_poly(filled, up, down)
+    # output sample j covers input time [j*down/up, (j+1)*down/up): invalid if any input sample there is
+    first = (np.arange(len(out)) * down) // up
+    last = np.minimum(((np.arange(len(out)) + 1) * down - 1) // up, len(signal) - 1)
+    counts = np.concatenate([[0], np.cumsum(invalid)])
+    out[counts[last + 1] - counts[first] > 0] = np.nan
+    return out
 
 
 def _identity(source: str, record_name: str) -> tuple[str, str, str]:
