@@ -214,6 +214,12 @@ def test_frequencies_written_otherwise_but_read_right_are_kept(tmp_path):
     assert rec.sfreq == 250.0 and "the specification's default 250 Hz assumed" in rec.meta["notes"][0]
 
 
+def test_a_unit_wfdb_misreads_is_taken_as_written_and_noted(tmp_path):
+    header = corrupted(tmp_path, "challenge2015-v102s", on_signal_line(2, "/NU", "/\u00b0"))  # wfdb: units \w only
+    rec = read_recording(str(header))
+    assert rec.units[2] == "\u00b0" and "line 4 (signal 2 'PLETH'): units '\u00b0' as written (wfdb reads 'mV')" in rec.meta["notes"]
+
+
 @pytest.mark.parametrize("edit, problem", [
     (on_signal_line(1, "1000.0(0)/mv", "abc(0)/mv"), r"line 3 \(signal 1 'II'\): ADC gain 'abc' is not a number"),
     (on_signal_line(1, "(0)", "(x)"), r"line 3 \(signal 1 'II'\): baseline 'x' is not an integer"),
@@ -492,3 +498,44 @@ def test_commits_of_an_earlier_version_resume_with_codes_filled(tmp_path):
     assert [(r["path"], r["reason_code"], r["channels_used"]) for r in rows] == [("a", "unclassified", "[]"), ("b", "", "[]")]
     layout.write_manifest(rows)
     assert pq.read_table(tmp_path / "out" / "manifest.parquet").column("reason_code").to_pylist() == ["unclassified", ""]
+
+
+def test_readers_resample_without_spreading_invalid_samples(tmp_path):
+    import scipy.io
+
+    from physiofm.data.readers.resampling import resample_marking_invalid
+
+    x = np.sin(np.arange(400) / 7.0)
+    x[[50, 51, 300]] = np.nan
+    up = resample_marking_invalid(x, 3, 2)  # an output sample is invalid where its time covers an invalid one
+    assert np.flatnonzero(np.isnan(up)).tolist() == [75, 76, 77, 450, 451]
+    down = resample_marking_invalid(x, 1, 2)
+    assert np.flatnonzero(np.isnan(down)).tolist() == [25, 150]
+    path = synthetic.write_dreamer(tmp_path, n_subjects=1, n_trials=1, stimulus_s=10.0)
+    content = scipy.io.loadmat(path)
+    ecg = content["DREAMER"][0, 0]["Data"][0, 0]["ECG"][0, 0]["stimuli"][0, 0][0, 0]
+    ecg[[100, 101, 2000], 1] = np.nan  # 256 Hz, resampled to the EEG's 128 Hz in the reader
+    scipy.io.savemat(path, {"DREAMER": content["DREAMER"]})
+    (rec,) = read_trials(str(path))
+    assert rec.meta["nan_samples"] == 3 and np.isnan(rec.data[-1]).sum() == 2  # samples 50 and 1000 at 128 Hz
+    assert RepairNaN()(rec).meta["nan_interpolated"] == 4  # 2 at 128 Hz cover 4 recorded at 256 Hz
+
+
+def test_a_prepared_wfdb_tree_has_one_manifest_row_per_record_and_a_report(tmp_path, ray_local):
+    from physiofm.data import prepare_corpus, read_manifest
+
+    records = write_wfdb_tree(tmp_path / "tree")
+    (tmp_path / "tree" / "041s02.hea").unlink()  # a master whose segment header is missing, its .dat left alone
+    lines: list[str] = []
+    summary = prepare_corpus([str(tmp_path / "tree")], str(tmp_path / "out"), preset="ecg", progress=lines.append)
+    manifest = read_manifest(str(tmp_path / "out")).set_index("path")
+    orphan = str(tmp_path / "tree" / "041s02.dat")
+    assert sorted(manifest.index) == sorted([*(str(p) for p in records.values()), orphan])
+    assert manifest.loc[str(records["fixed"]), "reason_code"] == "missing_file"
+    assert manifest.loc[orphan, "reason_code"] == "orphan_signal_file"
+    for path, row in manifest[manifest.status == "ok"].iterrows():
+        assert (row.sfreq, row.duration_s) == tuple(pytest.approx(v) for v in wfdb_rate_and_duration(Path(path)))
+    assert summary["report"]["rejected_by_code"] == {"missing_file": 1, "orphan_signal_file": 1}
+    assert ("[prepare] files: 7 listed, 5 ok, 2 rejected (missing_file 1, orphan_signal_file 1), 1 other files "
+            "ignored") in lines
+    assert "[prepare] rates seen (files): 125 Hz (2), 360 Hz (2), 250 Hz (1)" in lines, lines

@@ -178,7 +178,7 @@ def corpus_report(rows: list[dict], ignored: list[tuple[str, str]], window_s: fl
                   "kept_in_windows": round(sum(r["n_windows"] for r in ok) * window_s / 3600, 6)},
         "channels": {"seen": len(seen), "used": len(used), "seen_files": dict(seen.most_common(top)),
                      "used_files": dict(used.most_common(top))},
-        "rates_hz": dict(rates.most_common(top)),
+        "rates_hz": dict(sorted(rates.items(), key=lambda kv: (-kv[1], float(kv[0])))[:top]),
     }
 
 

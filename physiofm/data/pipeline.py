@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import secrets
 import sys
 import time
@@ -301,7 +302,8 @@ class _Run:
             ray.get(self.collector.drain.remote())
             self.layout.remove_uncommitted_windows(set(self._committed_names()))
             if len(items) == 1:
-                text = str(error).strip().splitlines()[-1][:500] if str(error).strip() else type(error).__name__
+                text = str(error).strip().splitlines()[-1][:500] if str(error).strip() else "no message"
+                text = re.sub(r"^(?:[\w.]+\.)?\w+(?:Error|Exception): ", "", text)  # Ray's class names say nothing more
                 rows = [rejected_row(items[0], f"worker failed on this file: {text}", "worker_failed")]
             else:
                 self.say(f"[prepare] a batch of {len(items)} failed ({type(error).__name__}); splitting it")

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import scipy.io
-from scipy.signal import resample_poly
 
 from physiofm.data.channels import EMOTIV_14, SEED_62
+from physiofm.data.readers.resampling import resample_marking_invalid
 from physiofm.data.recording import Recording, RecordingRejected, error_text
 
 SEED_SFREQ = 200.0
@@ -117,8 +117,11 @@ def read_dreamer(path: str, source: str) -> list[Recording]:
             parts = {}
             for part in ("stimuli", "baseline"):
                 eeg_part = np.asarray(eeg[part][0, 0][t, 0], dtype=np.float64).T
-                ecg_part = resample_poly(np.asarray(ecg[part][0, 0][t, 0], dtype=np.float64).T,
-                                         ratio.numerator, ratio.denominator, axis=1)
+                ecg_native = np.asarray(ecg[part][0, 0][t, 0], dtype=np.float64).T
+                ecg_part = np.stack([resample_marking_invalid(row, ratio.numerator, ratio.denominator)
+                                     for row in ecg_native]) if ecg_native.size else ecg_native
+                if part == "stimuli":
+                    invalid = int(np.isnan(eeg_part).sum() + np.isnan(ecg_native).sum())
                 n = min(eeg_part.shape[1], ecg_part.shape[1])
                 parts[part] = np.concatenate([eeg_part[:, :n], ecg_part[:, :n]])
             recordings.append(Recording(
@@ -127,7 +130,8 @@ def read_dreamer(path: str, source: str) -> list[Recording]:
                 sfreq=eeg_rate, source=source, dataset="dreamer", subject=f"{s + 1:02d}", trial=f"{t + 1:02d}",
                 labels={k: float(v[t]) for k, v in scores.items()},
                 meta={"format": "dreamer", "resampled": {"ECG": f"{ecg_rate:g} Hz -> {eeg_rate:g} Hz"},
-                      "nan_samples": int(np.isnan(parts["stimuli"]).sum())},
+                      "nan_samples": invalid},
+                native_rates=[eeg_rate] * len(electrodes) + [ecg_rate, ecg_rate],
             ))
     return recordings
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import wfdb
-from scipy.signal import resample_poly
 
 from physiofm.data.channels import type_from_label
+from physiofm.data.readers.resampling import resample_marking_invalid
 from physiofm.data.readers.wfdb_header import (BYTES_PER_SAMPLE, FLAC_FORMATS, WfdbHeader, named_files, parse_header,
                                                read_text)
 from physiofm.data.recording import Recording, RecordingRejected, error_text
@@ -71,14 +71,14 @@ def _top_rate(header: WfdbHeader) -> float:
 def _read_record(header_path: str, header: WfdbHeader) -> tuple[np.ndarray, list[str], dict]:
     """(data at the highest rate, notes, meta) of a single-segment record, every field checked."""
     _check_signal_files(header_path, header)
-    _check_read_as_written(header_path, header)
+    misread = _check_read_as_written(header_path, header)
     try:
         record = wfdb.rdrecord(header_path[: -len(".hea")], smooth_frames=False)
     except Exception as error:  # noqa: BLE001 - the header and file sizes are checked: this is the data
         formats = sorted({s.fmt for s in header.signals})
         raise RecordingRejected(f"WFDB signal file(s) {header.signal_files()} cannot be decoded as format "
                                 f"{'/'.join(formats)}: {error_text(error)}", "unreadable")
-    notes, meta = [], {"comments": list(record.comments or [])}
+    notes, meta = misread, {"comments": list(record.comments or [])}
     spf = [s.samps_per_frame for s in header.signals]
     data, native_nan = _to_highest_rate(record.e_p_signal, spf)
     expected = (record.sig_len if header.sig_len is None else header.sig_len) * max(spf)
@@ -134,8 +134,10 @@ def _check_signal_files(header_path: str, header: WfdbHeader) -> None:
                 f"{len(signals)} signal(s) in format {fmt} need {needed}", "truncated")
 
 
-def _check_read_as_written(header_path: str, header: WfdbHeader) -> None:
-    """Reject where wfdb's parse of the header differs from the header's text."""
+def _check_read_as_written(header_path: str, header: WfdbHeader) -> list[str]:
+    """Reject where wfdb's parse of the header differs from the header's text in a field that
+    changes the samples; notes where it differs in a name or a unit (the header's text is used)."""
+    notes: list[str] = []
     try:
         read = wfdb.rdheader(header_path[: -len(".hea")])
     except Exception as error:  # noqa: BLE001 - a text the specification allows but wfdb refuses
@@ -156,16 +158,17 @@ def _check_read_as_written(header_path: str, header: WfdbHeader) -> None:
                  ("baseline", s.expected_baseline, read.baseline[i])]
         if s.calibrated:
             pairs.append(("ADC gain", s.gain, read.adc_gain[i]))
-        if s.units is not None:
-            pairs.append(("units", s.units, read.units[i]))
-        if s.description is not None:
-            pairs.append(("description", s.description, (read.sig_name[i] or "").strip()))
         for field, written, got in pairs:
             same = math.isclose(float(written), float(got), rel_tol=1e-9) if isinstance(written, float) else \
                 str(written) == str(got)
             if not same:
                 raise RecordingRejected(f"WFDB header {name}: {s.where()}: {field} {written!r} is read by wfdb as "
                                         f"{got!r}", "header_field")
+        # Names and units do not change the samples: the header's text is used, the difference noted.
+        for field, written, got in (("units", s.units, read.units[i]), ("description", s.description, read.sig_name[i])):
+            if written is not None and written != (got or "").strip():
+                notes.append(f"{s.where()}: {field} {written!r} as written (wfdb reads {got!r})")
+    return notes
 
 
 def _read_segments(master: WfdbHeader, header_path: str, source: str, dataset: str, subject: str,
@@ -260,26 +263,6 @@ def _to_highest_rate(signals: list[np.ndarray], samps_per_frame: list[int]) -> t
             continue
         out.append(resample_marking_invalid(signal, ratio.numerator, ratio.denominator))
     return np.ascontiguousarray(np.stack(out), dtype=np.float64), invalid_total
-
-
-def resample_marking_invalid(signal: np.ndarray, up: int, down: int) -> np.ndarray:
-    """`resample_poly` of a 1-D signal whose invalid samples are interpolated first and are NaN again,
-    at the output samples their time covers, afterwards."""
-    invalid = ~np.isfinite(signal)
-    if not invalid.any():
-        return resample_poly(signal, up, down)
-    if invalid.all():
-        return np.full(math.ceil(len(signal) * up / down), np.nan)
-    samples = np.arange(len(signal))
-    filled = signal.copy()
-    filled[invalid] = np.interp(samples[invalid], samples[~invalid], signal[~invalid])
-    out = resample_poly(filled, up, down)
-    # output sample j covers input time [j*down/up, (j+1)*down/up): invalid if any input sample there is
-    first = (np.arange(len(out)) * down) // up
-    last = np.minimum(((np.arange(len(out)) + 1) * down - 1) // up, len(signal) - 1)
-    counts = np.concatenate([[0], np.cumsum(invalid)])
-    out[counts[last + 1] - counts[first] > 0] = np.nan
-    return out
 
 
 def _identity(source: str, record_name: str) -> tuple[str, str, str]:
