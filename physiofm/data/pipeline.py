@@ -71,13 +71,13 @@ def process_file(item: InputFile, preset: Preset, policy: storage.RetryPolicy, o
     batches: list[dict] = []
     notes: list[str] = []
     try:
-        trials = read_trials(item.path, item.fmt, policy, **options)
+        trials = read_trials(item.path, item.fmt, policy, preset.decode_only, **options)
         first = trials[0]
         subjects = sorted({t.subject for t in trials})
         duration = first.meta.get("record_duration_s", sum(t.duration_s for t in trials))  # gaps count, as wfdb's
         row.update(format=first.meta.get("format", item.fmt), dataset=first.dataset, n_trials=len(trials),
                    subject=",".join(subjects) if len(subjects) <= 3 else f"{len(subjects)} subjects",
-                   duration_s=float(duration), sfreq=first.sfreq, channels=json.dumps(first.ch_names))
+                   duration_s=float(duration), sfreq=first.sfreq, channels=json.dumps(first.meta.get("file_channels", first.ch_names)))
         notes = list(first.meta.get("notes", []))
         shapes, used, rejected = None, [], []  # rejected: (trial label, code, reason)
         for rec in trials:

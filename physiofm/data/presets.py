@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from physiofm.data.channels import CBRAMOD_19, DEAP_EEG_32, ECG_12, SEED_62
+from physiofm.data.mne_filters import MNEResampleFilter
 from physiofm.data.recording import Recording
 from physiofm.data.steps import (BandPass, Crop, FillAbsentChannels, Notch, RemoveBaseline, RemoveDC, RepairNaN,
                                  Resample, Scale, SelectChannels, SelectTypes, ZScoreAcrossChannels)
@@ -33,6 +34,12 @@ class Preset:
         windows.channels = [name for name, keep in zip(rec.ch_names, present) if keep]
         return windows
 
+    def decode_only(self, labels: list[str]) -> list[int] | None:
+        """Indices of the file channels the first step keeps (None: all): readers that can decode
+        only some channels (EDF/BDF) skip the others."""
+        needed = getattr(self.steps[0], "needed", None) if self.steps else None
+        return needed(labels) if needed else None
+
     def to_dict(self) -> dict[str, Any]:
         def describe(step):
             return {"step": type(step).__name__, **dataclasses.asdict(step)}
@@ -42,19 +49,17 @@ class Preset:
 
 def cbramod_eeg(*, sfreq: float = 200.0, band: tuple[float, float] = (0.3, 75.0), notch_hz: float = 60.0,
                 min_duration_s: float = 300.0, trim_s: float = 60.0, window_s: float = 30.0,
-                max_abs_uv: float = 100.0) -> Preset:
-    """CBraMod pretraining (TUEG): 19 channels, 200 Hz, 0.3-75 Hz, notch 60, µV/100, 30-s windows.
-
-    In the official order: the whole recording is resampled and filtered, then trimmed, so that
-    kept windows never see an edge; its DC offset goes first (`RemoveDC`), before anything pads."""
+                max_abs_uv: float = 100.0, precision: str = "float32") -> Preset:
+    """CBraMod pretraining (TUEG), as the official code: 19 channels; recordings < 300 s dropped; on
+    the whole recording MNE's resampling to 200 Hz, FIR band-pass 0.3-75 Hz and FIR notch 60 Hz
+    (fused, `MNEResampleFilter`); then 60 s trimmed at both ends (kept windows never see an edge),
+    µV/100, 30-s windows < 100 µV. No `RemoveDC`: MNE's padding is an odd reflection (no step at the
+    edges) and its zero-phase FIR high-pass removes a DC offset and a linear drift exactly."""
     return Preset("cbramod-eeg", (
         SelectChannels(CBRAMOD_19, kind="eeg", missing="reject"),
         RepairNaN(),
         Crop(min_duration_s=min_duration_s),
-        RemoveDC(),
-        Resample(sfreq),
-        BandPass(*band),
-        Notch(notch_hz),
+        MNEResampleFilter(sfreq, *band, notch=() if notch_hz is None else (notch_hz,), precision=precision),
         Crop(trim_s=trim_s),
         Scale("uV", factor=0.01, types=("eeg",)),
     ), PatchWindows(window_s=window_s, patch_s=1.0, max_abs=max_abs_uv * 0.01, amplitude_unit=("µV", 100.0)))

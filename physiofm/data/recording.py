@@ -69,7 +69,8 @@ def error_text(error: BaseException) -> str:
 class Recording:
     """One continuous multichannel signal (a file, or one trial of a multi-trial file).
 
-    `data` is (channels, samples) float64 in the physical unit of each channel (`units`);
+    `data` is (channels, samples) in the physical unit of each channel (`units`): float64 from the
+    readers, float32 after a step computed in single precision (`MNEResampleFilter`);
     `baseline` holds the dataset's pre-trial baseline samples where it defines one;
     `native_rates` the rate each channel was recorded at where a reader resampled some (None: all
     were recorded at `sfreq` or at one rate), so that invalid samples are counted in recorded time.

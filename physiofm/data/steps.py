@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import lru_cache
 from typing import Literal
 
 import numpy as np
@@ -36,6 +37,15 @@ class SelectChannels:
     def __post_init__(self):
         _check_choice("kind", self.kind, ("eeg", "ecg"))
         _check_choice("missing", self.missing, ("reject", "zero_fill"))
+
+    def needed(self, labels: list[str]) -> list[int] | None:
+        """Indices of the file's channels this step keeps, for readers that can decode only those;
+        None (decode all) when the step will reject the file, so that its reason can name them."""
+        found = find_channels(self.names, labels, self.kind)
+        present = sorted({index for index in found if index is not None})
+        if not present or (self.missing == "reject" and len(present) < len(found)):
+            return None
+        return present
 
     def __call__(self, rec: Recording) -> Recording:
         found = find_channels(self.names, rec.ch_names, self.kind)
@@ -214,12 +224,15 @@ class BandPass:
     order: int = 4
 
     def __call__(self, rec: Recording) -> Recording:
-        nyquist = rec.sfreq / 2
-        if self.high < nyquist:
-            sos = butter(self.order, (self.low, self.high), btype="bandpass", fs=rec.sfreq, output="sos")
-        else:
-            sos = butter(self.order, self.low, btype="highpass", fs=rec.sfreq, output="sos")
+        sos = _butter_sos(self.order, self.low, self.high, rec.sfreq)
         return rec.replace(data=_filter(lambda x: sosfiltfilt(sos, x, axis=1), rec))
+
+
+@lru_cache(maxsize=32)
+def _butter_sos(order: int, low: float, high: float, sfreq: float) -> np.ndarray:
+    if high < sfreq / 2:
+        return butter(order, (low, high), btype="bandpass", fs=sfreq, output="sos")
+    return butter(order, low, btype="highpass", fs=sfreq, output="sos")
 
 
 @dataclass(frozen=True)
@@ -232,8 +245,13 @@ class Notch:
     def __call__(self, rec: Recording) -> Recording:
         if self.freq >= rec.sfreq / 2:
             return rec
-        b, a = iirnotch(self.freq, self.quality, fs=rec.sfreq)
+        b, a = _notch_ba(self.freq, self.quality, rec.sfreq)
         return rec.replace(data=_filter(lambda x: filtfilt(b, a, x, axis=1), rec))
+
+
+@lru_cache(maxsize=32)
+def _notch_ba(freq: float, quality: float, sfreq: float) -> tuple[np.ndarray, np.ndarray]:
+    return iirnotch(freq, quality, fs=sfreq)
 
 
 def _filter(apply, rec: Recording) -> np.ndarray:
@@ -269,7 +287,7 @@ class Scale:
         units = [self.unit if i in rows else u for i, u in enumerate(rec.units)]
 
         def scale(x):
-            return None if x is None else x * gain[:, None]
+            return None if x is None else x * gain[:, None].astype(x.dtype)  # float32 data stays float32
 
         return rec.replace(data=scale(rec.data), baseline=scale(rec.baseline), units=units)
 

@@ -97,7 +97,7 @@ class PatchWindows:
         masks = {}
         if self.mask_column:
             masks[self.mask_column] = np.asarray(rec.meta.get("channel_mask", [True] * rec.data.shape[0]), dtype=bool)
-        return Windows({self.column: kept.astype(np.float32)}, *_kept(rec, keep, self.window_s), int((~keep).sum()), masks,
+        return Windows({self.column: kept.astype(np.float32, copy=False)}, *_kept(rec, keep, self.window_s), int((~keep).sum()), masks,
                        rejections={k: v for k, v in rejections.items() if v})
 
 

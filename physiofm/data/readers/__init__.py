@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import os
 import posixpath
+from collections.abc import Callable
 from typing import Any
 
 from physiofm.data import storage
@@ -32,10 +33,12 @@ def extension(uri: str) -> str:
 
 
 def read_trials(uri: str, fmt: str = "auto", retry_policy: storage.RetryPolicy = storage.RetryPolicy(),
+                decode_only: Callable[[list[str]], list[int] | None] | None = None,
                 **storage_options: Any) -> list[Recording]:
     """Every recording in the file at `uri` (a WFDB record is addressed by its `.hea`).
 
-    Raises `RecordingRejected` with the reason when the file cannot give a signal.
+    `decode_only(labels)` may name the only channels worth decoding (EDF/BDF honour it; see
+    `Preset.decode_only`). Raises `RecordingRejected` with the reason when the file cannot give a signal.
     """
     kind = EXTENSION_FORMATS.get(extension(uri)) if check_format(fmt) == "auto" else fmt
     if kind is None:
@@ -50,7 +53,7 @@ def read_trials(uri: str, fmt: str = "auto", retry_policy: storage.RetryPolicy =
         if kind == "mat":
             kind = layout(path)
         if kind in ("edf", "bdf"):
-            return _checked(read_edf(path, uri, kind))
+            return _checked(read_edf(path, uri, kind, decode_only))
         if kind == "deap":
             return _checked(read_deap(path, uri))
         if kind == "dreamer":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import mne
@@ -25,8 +26,13 @@ _MNE_TYPES = {"eeg": "eeg", "ecg": "ecg", "eog": "eog", "emg": "emg", "stim": "s
 MAX_NOTE_CHARS = 300
 
 
-def read_edf(path: str, source: str, kind: str = "edf") -> list[Recording]:
-    """Recordings in physical units (V for voltage channels); `kind` is 'edf' or 'bdf'."""
+def read_edf(path: str, source: str, kind: str = "edf",
+             decode_only: Callable[[list[str]], list[int] | None] | None = None) -> list[Recording]:
+    """Recordings in physical units (V for voltage channels); `kind` is 'edf' or 'bdf'.
+
+    `decode_only(labels)` may name the indices of the only channels to decode (None: all); the
+    file's full channel list stays in `meta["file_channels"]`.
+    """
     header = parse_edf_header(path, kind)
     name = kind.upper()
     if not header.data_signals:
@@ -34,38 +40,44 @@ def read_edf(path: str, source: str, kind: str = "edf") -> list[Recording]:
             f"no signal: EDF+ with annotations only ({_count_annotations(path)} annotations, 0 signal channels)",
             "no_signal")
     reader = {"edf": mne.io.read_raw_edf, "bdf": mne.io.read_raw_bdf}[kind]
+    records = header.records_in_file if header.n_records < 0 else header.n_records
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            raw = reader(path, preload=True, verbose="warning")
+            raw = reader(path, preload=False, verbose="warning")
+            file_channels = list(raw.ch_names)
+            picks = decode_only(file_channels) if decode_only else None
+            keep = list(range(len(file_channels))) if picks is None else list(picks)
+            sfreq = float(raw.info["sfreq"])
+            samples = min(raw.n_times, int(round(records * header.record_s * sfreq)))
+            data = raw.get_data(picks=keep, stop=samples).astype(np.float64, copy=False)
         except Exception as error:  # noqa: BLE001 - the header is checked: what is left is MNE's to say
             raise RecordingRejected(f"not a readable {name} file (MNE: {error_text(error)})", "unreadable")
     notes = []
     for message in dict.fromkeys(" ".join(str(w.message).split()) for w in caught):
         notes.append(f"MNE: {message[:MAX_NOTE_CHARS]}")
-    if len(raw.ch_names) != len(header.data_signals):
-        raise RecordingRejected(f"MNE read {len(raw.ch_names)} signals of the {len(header.data_signals)} the {name} "
+    if len(file_channels) != len(header.data_signals):
+        raise RecordingRejected(f"MNE read {len(file_channels)} signals of the {len(header.data_signals)} the {name} "
                                 "header declares", "unreadable")
-    sfreq = float(raw.info["sfreq"])
-    records = header.records_in_file if header.n_records < 0 else header.n_records
     if header.n_records < 0:
         notes.append(f"the header's number of data records is -1 (not stopped properly): {records} read from the "
                      "file size")
     elif header.records_in_file > header.n_records:
         notes.append(f"{header.records_in_file - header.n_records} data record(s) beyond the {header.n_records} the "
                      "header declares: left out")
-    data = raw.get_data()[:, : int(round(records * header.record_s * sfreq))].astype(np.float64, copy=False)
     mne_types = raw.get_channel_types()
-    ch_types = [type_from_label(label, _MNE_TYPES.get(t, "misc")) for label, t in zip(raw.ch_names, mne_types)]
-    units = ["V" if ch["unit"] == mne.io.constants.FIFF.FIFF_UNIT_V else "NU" for ch in raw.info["chs"]]
-    rates = [header.rate(i) for i in header.data_signals]
-    meta = {"format": kind, "record_duration_s": data.shape[1] / sfreq}
-    resampled = {ch: f"{rate:g} Hz -> {sfreq:g} Hz" for ch, rate in zip(raw.ch_names, rates) if rate != sfreq}
+    names = [file_channels[i] for i in keep]
+    ch_types = [type_from_label(file_channels[i], _MNE_TYPES.get(mne_types[i], "misc")) for i in keep]
+    units = ["V" if raw.info["chs"][i]["unit"] == mne.io.constants.FIFF.FIFF_UNIT_V else "NU" for i in keep]
+    all_rates = [header.rate(i) for i in header.data_signals]
+    rates = [all_rates[i] for i in keep]
+    meta = {"format": kind, "record_duration_s": data.shape[1] / sfreq, "file_channels": file_channels}
+    resampled = {ch: f"{rate:g} Hz -> {sfreq:g} Hz" for ch, rate in zip(file_channels, all_rates) if rate != sfreq}
     if resampled:
         meta["resampled"] = resampled
         notes.append(f"uneven rates: {len(resampled)} signal(s) resampled to {sfreq:g} Hz by MNE at reading "
                      f"({', '.join(f'{k} {v}' for k, v in list(resampled.items())[:6])})")
-    unusable = {raw.ch_names[header.data_signals.index(i)]: why for i, why in header.unusable().items()}
+    unusable = {file_channels[header.data_signals.index(i)]: why for i, why in header.unusable().items()}
     if unusable:
         meta["unusable"] = unusable
         notes.append(f"signals with an undefined scale, not used: {list(unusable)[:8]}")
@@ -87,10 +99,10 @@ def read_edf(path: str, source: str, kind: str = "edf") -> list[Recording]:
         if header.discontinuous:
             part_meta["offset_s"] = float(onsets[first])
         recordings.append(Recording(
-            data=np.ascontiguousarray(data[:, first * per_record:end * per_record]), ch_names=list(raw.ch_names),
+            data=np.ascontiguousarray(data[:, first * per_record:end * per_record]), ch_names=list(names),
             ch_types=ch_types, units=units, sfreq=sfreq, source=source, dataset="tueg" if trial else kind,
             subject=subject, session=session, trial=(f"{trial}.part{k + 1}" if trial else f"part{k + 1}") if len(parts) > 1 else trial,
-            meta=part_meta, native_rates=rates if resampled else None,
+            meta=part_meta, native_rates=rates if any(rate != sfreq for rate in rates) else None,
         ))
     return recordings
 
