@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--files-per-commit", type=int, help="files per resumable batch (default: 16 per CPU, >= 128)")
     parser.add_argument("--shard-mb", type=float, default=128.0)
+    parser.add_argument("--dashboard", action="store_true",
+                        help="start the Ray dashboard with a local Ray (default: off, ~1 s faster start)")
     parser.add_argument("--endpoint-url", help="S3 endpoint (default: AWS_ENDPOINT_URL)")
     args = parser.parse_args(argv)
 
@@ -52,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = prepare_corpus(
         inputs, output, preset=args.preset or MODALITY_PRESETS[args.modality], fmt=args.format,
         overwrite=args.overwrite, preset_options=dict(args.preset_arg), files_per_commit=args.files_per_commit,
-        shard_mb=args.shard_mb, storage_options={"endpoint_url": args.endpoint_url} if args.endpoint_url else None,
+        shard_mb=args.shard_mb, dashboard=args.dashboard, storage_options={"endpoint_url": args.endpoint_url} if args.endpoint_url else None,
     )
     print(json.dumps(summary, indent=2))
     return 0 if summary["windows"] > 0 else 1

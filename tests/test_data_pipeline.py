@@ -167,12 +167,13 @@ def test_interrupted_run_resumes_without_redoing_finished_recordings(corpus, pre
         if len(commits) == 2:
             raise Interrupted
 
-    with pytest.raises(Interrupted):
+    with pytest.raises(Interrupted):  # one worker (2 CPUs each), one file per task: results in path order
         prepare_corpus([str(corpus)], str(output), preset="cbramod-eeg", preset_options=EEG_OPTIONS,
-                       files_per_commit=4, on_commit=stop_after_two)
+                       files_per_commit=4, files_per_task=1, num_cpus=2, on_commit=stop_after_two)
     assert [len(c["paths"]) for c in commits] == [4, 4]  # the 7 bad files sort first, then DEAP
     first = {f.name: f.stat().st_mtime_ns for f in (output / "windows").glob("*.parquet")}
-    assert first and all(name.startswith(commits[1]["commit"] + "_") for name in first)
+    kept = {name: mtime for name, mtime in first.items() if name.split("_")[0] in commits[1]["prefixes"]}
+    assert kept  # DEAP's windows; the files of tasks that finished after the last commit are not committed
     # A shard left half-written by a crash: not committed, so it must go.
     shutil.copy(next((output / "windows").glob("*.parquet")), output / "windows" / "99999999T000000-00001-dead_x.parquet")
 
@@ -180,11 +181,11 @@ def test_interrupted_run_resumes_without_redoing_finished_recordings(corpus, pre
                              files_per_commit=4)
     assert summary["skipped"] == 8 and summary["processed_now"] == 2
     after = {f.name: f.stat().st_mtime_ns for f in (output / "windows").glob("*.parquet")}
-    assert {name: after[name] for name in first} == first  # finished shards untouched
-    assert "99999999T000000-00001-dead_x.parquet" not in after
+    assert {name: after[name] for name in kept} == kept  # committed shards untouched
+    assert "99999999T000000-00001-dead_x.parquet" not in after and not (set(first) - set(kept)) & set(after)
     manifest = read_manifest(str(output)).set_index("path")
     for commit in commits:
-        assert (manifest.loc[commit["paths"], "commit"] == commit["commit"]).all()
+        assert manifest.loc[commit["paths"], "commit"].isin(commit["prefixes"]).all()
     assert_same_windows(rows_by_key(read_windows(str(output)), ""), rows_by_key(read_windows(str(prepared[0])), ""))
 
     rerun = prepare_corpus([str(corpus)], str(output), preset="cbramod-eeg", preset_options=EEG_OPTIONS)
@@ -295,7 +296,7 @@ def test_a_killed_run_resumes_without_redoing_committed_recordings(ray_local, tm
     from physiofm.data.synthetic import write_ptbxl
     from tests.conftest import REPO_ROOT
 
-    write_ptbxl(tmp_path / "raw", n_records=48, seed=1)
+    write_ptbxl(tmp_path / "raw", n_records=320, seed=1)  # commits stream in: enough files to be cut short
     output = tmp_path / "out"
     command = [sys.executable, "jobs/prepare_corpus.py", "--input", str(tmp_path / "raw"), "--output", str(output),
                "--modality", "ecg", "--files-per-commit", "8"]
@@ -308,14 +309,14 @@ def test_a_killed_run_resumes_without_redoing_committed_recordings(ray_local, tm
     victim.send_signal(signal.SIGKILL)
     victim.wait(30)
     committed = {row["path"] for row in CorpusLayout(str(output)).committed_rows()}
-    assert 8 <= len(committed) < 48  # killed mid-run, after at least one commit
+    assert 8 <= len(committed) < 320  # killed mid-run, after at least one commit
 
     rerun = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     summary = json.loads(rerun.stdout)
-    assert summary["skipped"] == len(committed) and summary["processed_now"] == 48 - len(committed)
-    assert (summary["files"], summary["ok"], summary["windows"]) == (48, 48, 48)
+    assert summary["skipped"] == len(committed) and summary["processed_now"] == 320 - len(committed)
+    assert (summary["files"], summary["ok"], summary["windows"]) == (320, 320, 320)
     manifest = read_manifest(str(output))
-    assert len(manifest) == 48 and manifest["path"].is_unique
+    assert len(manifest) == 320 and manifest["path"].is_unique
     windows = read_windows(str(output), columns=["recording"])
     assert sorted(windows["recording"]) == sorted(manifest["path"])  # no window twice, none missing

@@ -4,10 +4,11 @@
     OUTPUT/manifest.parquet       one row per input file: path, status, reason, n_windows, ...
     OUTPUT/corpus.json            preset/config, tensor shapes, counts: what training validates
     OUTPUT/_progress/config.json  the preset and format this output is being prepared with
-    OUTPUT/_progress/{commit}.parquet   manifest rows of one finished batch of recordings
+    OUTPUT/_progress/{commit}.parquet   manifest rows of finished recordings, each naming (column
+                                  `commit`) the prefix of the window files that hold its windows
 
-A batch of recordings counts as done only once its commit file exists; window files whose name
-does not start with a committed prefix are leftovers of an interrupted batch and are removed.
+A recording counts as done only once a commit file holds its row; window files whose prefix no
+committed row names are leftovers of an interrupted or retried task and are removed.
 """
 from __future__ import annotations
 
@@ -75,8 +76,10 @@ class CorpusLayout:
 
     # ------------------------------------------------------------ commits
     def commit(self, name: str, rows: list[dict]) -> None:
-        """Record `rows` (manifest rows of one finished batch) as done: the commit point."""
-        table = pa.Table.from_pylist([{**row, "commit": name} for row in rows], schema=MANIFEST_SCHEMA)
+        """Record `rows` (manifest rows of finished files) as done: the commit point. A row's
+        `commit` names the prefix of the window files holding its windows (default: `name`)."""
+        table = pa.Table.from_pylist([{**row, "commit": row.get("commit") or name} for row in rows],
+                                     schema=MANIFEST_SCHEMA)
         sink = io.BytesIO()
         pq.write_table(table, sink)
         storage.write_bytes(storage.join(self.progress, f"{name}.parquet"), sink.getvalue(), **self.options)

@@ -1,36 +1,43 @@
-"""Ray Data pipeline: list input URIs, read and preprocess them in parallel tasks, write windows
-as sharded Parquet, account for every file in the manifest, and resume where a run stopped.
+"""Ray Data pipeline: list input URIs, read and preprocess them in parallel, write windows as
+sharded Parquet, account for every file in the manifest, and resume where a run stopped.
 
-Recordings go through in batches (`files_per_commit`); a batch is one streaming Ray Data
-execution ending in `write_parquet`, then a commit file (see `corpus.py`). Re-running skips
-committed recordings; a batch whose execution fails (a worker killed by a file) is split in
-halves until the culprit stands alone and is rejected with the error text.
+One streaming Ray Data execution runs groups of files through a pool of workers (actors, one per
+CPU, libraries imported once); each task writes its windows into its own shards (`shards.py`) and
+returns the files' manifest rows, which the driver commits as they arrive (see `corpus.py`): no
+barrier between commits. Re-running skips committed recordings; a file that kills its worker is
+isolated among the files in flight and rejected with the error text.
+
+Ray Data's own checkpointing (`DataContext.checkpoint_config`, beta in Ray 2.60) was evaluated and
+not used: it filters rows of a Read operator by an id column that every output row carries and
+commits per written block, so a file whose windows span two blocks can be half committed and then
+skipped, a file with no window (a rejection) is never recorded, and the manifest, which accounts
+for every file, is outside its scope.
 """
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
-import secrets
 import sys
 import time
 import traceback
 import warnings
 from collections import Counter
 from collections.abc import Callable
-from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 
 from physiofm.data import storage
-from physiofm.data.corpus import CorpusLayout, corpus_document, report_lines
+from physiofm.data.corpus import MANIFEST_SCHEMA, CorpusLayout, corpus_document, report_lines
 from physiofm.data.inputs import InputFile, list_inputs  # noqa: F401 - part of this module's interface
 from physiofm.data.presets import Preset, get_preset
 from physiofm.data.readers import check_format, read_trials
 from physiofm.data.recording import Recording, RecordingRejected, error_text
+from physiofm.data.shards import ShardWriter, new_prefix
 from physiofm.data.windows import Windows
+
+COMMIT_EVERY_S = 30.0  # the driver commits at least this often while rows arrive
 
 # ---------------------------------------------------------------- one file, in a worker
 
@@ -77,7 +84,8 @@ def process_file(item: InputFile, preset: Preset, policy: storage.RetryPolicy, o
         duration = first.meta.get("record_duration_s", sum(t.duration_s for t in trials))  # gaps count, as wfdb's
         row.update(format=first.meta.get("format", item.fmt), dataset=first.dataset, n_trials=len(trials),
                    subject=",".join(subjects) if len(subjects) <= 3 else f"{len(subjects)} subjects",
-                   duration_s=float(duration), sfreq=first.sfreq, channels=json.dumps(first.meta.get("file_channels", first.ch_names)))
+                   duration_s=float(duration), sfreq=first.sfreq,
+                   channels=json.dumps(first.meta.get("file_channels", first.ch_names)))
         notes = list(first.meta.get("notes", []))
         shapes, used, rejected = None, [], []  # rejected: (trial label, code, reason)
         for rec in trials:
@@ -126,72 +134,76 @@ def process_file(item: InputFile, preset: Preset, policy: storage.RetryPolicy, o
     return batches, row
 
 
-def _process_batch(batch: dict[str, np.ndarray], *, preset: Preset, policy: storage.RetryPolicy,
-                   options: dict[str, Any], expected_shapes, collector, chunk_bytes: int):
-    """All files of one block: windows leave in chunks of about `chunk_bytes` (few, large blocks
-    for the writer, memory bounded by a chunk plus one recording), rows are reported once."""
-    import ray
+class _FileWorker:
+    """A pipeline worker (a Ray actor, one per CPU): imports the readers once, then runs task after
+    task. A task is a group of files; their windows go to the task's own shards, their manifest
+    rows are the task's output (the driver commits them)."""
 
-    rows, pending, pending_bytes = [], [], 0
-    for path, fmt, size in zip(batch["path"], batch["fmt"], batch["bytes"]):
-        windows, row = process_file(InputFile(str(path), str(fmt), int(size)), preset, policy, options, expected_shapes)
-        rows.append(row)
-        for window in windows:
-            if pending and _shape_key(window) != _shape_key(pending[0]):
-                yield _concatenate(pending)  # one chunk never mixes window shapes
-                pending, pending_bytes = [], 0
-            pending.append(window)
-            pending_bytes += sum(v.nbytes for v in window.values())
-            if pending_bytes >= chunk_bytes:
-                yield _concatenate(pending)
-                pending, pending_bytes = [], 0
-    ray.get(collector.add.remote(rows))  # before the task ends, so the driver's drain sees them
-    if pending:
-        yield _concatenate(pending)
+    def __init__(self, preset: Preset, policy: storage.RetryPolicy, options: dict[str, Any], expected_shapes,
+                 tracker, windows_uri: str, shard_bytes: int, chunk_bytes: int):
+        self.preset, self.policy, self.options, self.expected = preset, policy, options, expected_shapes
+        self.tracker, self.shard_bytes, self.chunk_bytes = tracker, shard_bytes, chunk_bytes
+        self.filesystem, self.directory = storage.pyarrow_filesystem(windows_uri, **options)
 
+    def __call__(self, batch: dict[str, np.ndarray]):
+        import pyarrow as pa
+        import ray
 
-def _shape_key(batch: dict[str, np.ndarray]) -> tuple:
-    return tuple((name, values.shape[1:]) for name, values in sorted(batch.items()))
-
-
-def _concatenate(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    if len(batches) == 1:
-        return batches[0]
-    return {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}
+        items = [InputFile(**item) for group in batch["group"] for item in json.loads(group)]
+        ray.get(self.tracker.started.remote([item.path for item in items], time.time()))
+        prefix = new_prefix()
+        shards = ShardWriter(self.filesystem, self.directory, prefix, self.shard_bytes, self.chunk_bytes)
+        rows = []
+        for item in items:
+            windows, row = process_file(item, self.preset, self.policy, self.options, self.expected)
+            for window in windows:
+                shards.add(window)
+            rows.append({**row, "commit": prefix})
+        shards.close()  # durable before the rows leave: a row out means its windows are written
+        return pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
 
 
-class _Collector:
-    """Manifest rows reported by the tasks of one batch (a task retried reports again: last wins)."""
+class _Tracker:
+    """Which files the tasks of the current execution have started, and when the first one began."""
 
     def __init__(self):
-        self.rows: dict[str, dict] = {}
+        self.paths: set[str] = set()
+        self.first_start: float | None = None
 
-    def add(self, rows: list[dict]) -> None:
-        self.rows.update((row["path"], row) for row in rows)
+    def started(self, paths: list[str], when: float) -> None:
+        self.paths.update(paths)
+        self.first_start = when if self.first_start is None else min(self.first_start, when)
 
-    def drain(self) -> dict[str, dict]:
-        rows, self.rows = self.rows, {}
-        return rows
+    def reset(self) -> tuple[set[str], float | None]:
+        state = (self.paths, self.first_start)
+        self.paths, self.first_start = set(), None
+        return state
 
 
 # ---------------------------------------------------------------- the run, in the driver
 
 def prepare_corpus(inputs: list[str], output: str, preset: str | Preset = "cbramod-eeg", fmt: str = "auto",
                    overwrite: bool = False, *, preset_options: dict[str, Any] | None = None,
-                   files_per_commit: int | None = None, files_per_task: int = 16, shard_mb: float = 128.0,
-                   num_cpus: float = 1.0, task_retries: int = 2, storage_options: dict[str, Any] | None = None,
-                   retry_policy: storage.RetryPolicy = storage.RetryPolicy(),
+                   files_per_commit: int | None = None, files_per_task: int | None = None, task_mb: float = 64.0,
+                   shard_mb: float = 128.0, num_cpus: float = 1.0, task_retries: int = 2,
+                   storage_options: dict[str, Any] | None = None,
+                   retry_policy: storage.RetryPolicy = storage.RetryPolicy(), dashboard: bool = False,
                    progress: Callable[[str], None] | None = None,
                    on_commit: Callable[[dict], None] | None = None) -> dict[str, Any]:
     """Prepare `inputs` into windows under `output` (see `corpus.py` for the layout); returns the
-    summary (files ok/rejected, windows, hours of signal, throughput).
+    summary (files ok/rejected, windows, hours of signal, throughput, fixed costs apart).
 
     Re-running on the same output resumes; `overwrite=True` starts again. Uses the running Ray
-    cluster, or starts a local one. `on_commit(info)` is called after every committed batch.
-    A batch holds `files_per_commit` files (default: 16 per cluster CPU, at least 128); its tasks
-    take up to `files_per_task` files each, and at least two tasks per CPU are made. A task
-    whose worker dies is retried `task_retries` times before its batch is split. One run per
-    output at a time.
+    cluster, or starts a local one (without the dashboard unless `dashboard=True`).
+
+    One streaming execution: a pool of workers, one per `num_cpus` of the cluster, each importing
+    the readers once, takes tasks of about `task_mb` MiB of input (at most `files_per_task` files,
+    at least four tasks per worker) and writes their windows into its own shards of about
+    `shard_mb`; the driver commits the manifest rows as tasks finish, every `files_per_commit`
+    files (default: 16 per cluster CPU, at least 128; a killed run redoes at most these) or 30 s,
+    and `on_commit(info)` is called after each commit. When a worker dies, the files in flight are
+    retried one per task; a file that kills its worker alone `task_retries` + 1 times is rejected.
+    One run per output at a time.
     """
     import ray
 
@@ -199,6 +211,10 @@ def prepare_corpus(inputs: list[str], output: str, preset: str | Preset = "cbram
     say = progress or (lambda line: print(line, file=sys.stderr, flush=True))
     options = dict(storage_options or {})
     preset = get_preset(preset, **(preset_options or {}))
+    for name, value in (("files_per_commit", files_per_commit), ("files_per_task", files_per_task),
+                        ("task_mb", task_mb), ("shard_mb", shard_mb), ("num_cpus", num_cpus)):
+        if value is not None and not value > 0:
+            raise ValueError(f"{name} must be > 0, got {value}")
     layout = CorpusLayout(output, options)
     if overwrite:
         layout.reset()
@@ -213,38 +229,31 @@ def prepare_corpus(inputs: list[str], output: str, preset: str | Preset = "cbram
     todo = [i for i in items if i.path not in done_rows or done_rows[i.path]["retryable"]]
     say(f"[prepare] {len(items)} recordings listed ({len(items) - len(todo)} already done, "
         f"{len(ignored)} other files ignored); preset {preset.name}")
+    ray_started = time.perf_counter()
     if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS") or "local", log_to_driver=False)
-    cpus = int(ray.cluster_resources().get("CPU", 1))
-    files_per_commit = files_per_commit or max(128, 16 * cpus)  # fewer Dataset executions; redo at most this many
-    for name, value in (("files_per_commit", files_per_commit), ("files_per_task", files_per_task)):
-        if value < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")
+        address = os.environ.get("RAY_ADDRESS") or "local"
+        local = {"include_dashboard": dashboard} if address == "local" else {}
+        ray.init(address=address, log_to_driver=False, **local)
+    ray_start_s = time.perf_counter() - ray_started
+    cpus = float(ray.cluster_resources().get("CPU", 1.0))
+    files_per_commit = int(files_per_commit or max(128, 16 * cpus))
     context = ray.data.DataContext.get_current()
     progress_bars, context.enable_progress_bars = context.enable_progress_bars, False  # our own line instead
 
-    expected = _expected_shapes(done_rows.values())
-    collector = ray.remote(num_cpus=0)(_Collector).remote()
-    run = _Run(layout, preset, retry_policy, options, collector, num_cpus, task_retries, shard_mb, say, on_commit,
-               files_per_task, cpus)
     counts = {"ok": 0, "rejected": 0, "windows": 0, "bytes": 0, "files": 0}
+    run = _Run(layout, preset, retry_policy, options, _expected_shapes(done_rows.values()),
+               pool=max(1, int(cpus // num_cpus)), num_cpus=num_cpus, task_retries=task_retries, shard_mb=shard_mb,
+               files_per_commit=files_per_commit, files_per_task=files_per_task, task_mb=task_mb, say=say,
+               on_commit=on_commit, counts=counts, total=len(todo))
+    stream_started = time.time()
     try:
-        for start in range(0, len(todo), files_per_commit):
-            for row in run.batch(todo[start:start + files_per_commit], expected):
-                counts["files"] += 1
-                counts["ok" if row["status"] == "ok" else "rejected"] += 1
-                counts["windows"] += row["n_windows"]
-                counts["bytes"] += row["bytes"] or 0
-                if expected is None and row["status"] == "ok":
-                    expected = json.loads(row["shapes"])
-            elapsed = time.perf_counter() - started
-            say(f"[prepare] {counts['files']}/{len(todo)} files (ok {counts['ok']}, rejected {counts['rejected']}), "
-                f"{counts['windows']} windows, {counts['files'] / elapsed:.2f} files/s, "
-                f"{counts['bytes'] / 2**20 / elapsed:.1f} MiB/s")
+        run.process(todo)
     finally:
         context.enable_progress_bars = progress_bars
-        ray.kill(collector)
-    return _finish(layout, config, list(inputs), ignored, counts, time.perf_counter() - started, say)
+        run.close()
+    costs = {"ray_start_s": ray_start_s, "workers_start_s": (run.first_task_at or stream_started) - stream_started,
+             "processing_s": (run.last_result_at or stream_started) - (run.first_task_at or stream_started)}
+    return _finish(layout, config, list(inputs), ignored, counts, time.perf_counter() - started, costs, say)
 
 
 def _check_same_config(layout: CorpusLayout, config: dict) -> None:
@@ -263,69 +272,164 @@ def _expected_shapes(rows) -> dict[str, dict] | None:
     return None
 
 
+class _ExecutionFailed(Exception):
+    pass
+
+
 class _Run:
-    def __init__(self, layout, preset, policy, options, collector, num_cpus, task_retries, shard_mb, say, on_commit,
-                 files_per_task, cluster_cpus):
-        self.layout, self.preset, self.policy, self.options = layout, preset, policy, options
-        self.files_per_task, self.cluster_cpus = files_per_task, cluster_cpus
-        self.collector, self.num_cpus, self.task_retries = collector, num_cpus, task_retries
-        self.shard_bytes, self.say, self.on_commit = int(shard_mb * 2**20), say, on_commit
-        self.filesystem, self.windows_path = storage.pyarrow_filesystem(layout.windows, **options)
-        self.sequence = 0
+    """The driver side of one run: streams groups of files through the worker pool in one Ray
+    Data execution, commits the rows as they arrive, and isolates files that kill their worker."""
 
-    def batch(self, items: list[InputFile], expected) -> list[dict]:
-        """Process and commit `items`; on a failed execution, split them until the culprit is alone."""
+    def __init__(self, layout: CorpusLayout, preset: Preset, policy, options, expected, *, pool: int, num_cpus: float,
+                 task_retries: int, shard_mb: float, files_per_commit: int, files_per_task: int | None,
+                 task_mb: float, say, on_commit, counts: dict, total: int):
         import ray
-        from ray.data.datasource import FilenameProvider
 
-        self.sequence += 1
-        # Commit names sort in time order (the latest row of a path wins) and hold no "_".
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
-        name = f"{stamp}-{self.sequence:05d}-{secrets.token_hex(3)}"
-        tasks = min(len(items), max(math.ceil(len(items) / self.files_per_task), 2 * self.cluster_cpus))
-        dataset = ray.data.from_items([{"path": i.path, "fmt": i.fmt, "bytes": i.bytes} for i in items],
-                                      override_num_blocks=tasks)
+        self.layout, self.preset, self.policy, self.options, self.expected = layout, preset, policy, options, expected
+        self.pool, self.num_cpus, self.task_retries = pool, num_cpus, task_retries
+        self.shard_bytes, self.task_bytes = int(shard_mb * 2**20), int(task_mb * 2**20)
+        self.files_per_commit, self.files_per_task = files_per_commit, files_per_task
+        self.say, self.on_commit, self.counts, self.total = say, on_commit, counts, total
+        self.tracker = ray.remote(num_cpus=0)(_Tracker).remote()
+        self.done: set[str] = set()
+        self.failures: dict[str, int] = {}  # executions a file failed alone
+        self.sequence = 0
+        self.started = time.perf_counter()
+        self.first_task_at: float | None = None  # wall clock (time.time) of the first task's start
+        self.last_result_at: float | None = None
+
+    def close(self) -> None:
+        import ray
+
+        ray.kill(self.tracker)
+
+    def process(self, items: list[InputFile], per_task: int | None = None) -> None:
+        """Process and commit `items`. When a worker dies, the files it was working on are retried
+        one per task until the file that kills its worker has failed alone `task_retries` + 1
+        times; it is then rejected, every other file committed."""
+        pending = items
+        while pending:
+            try:
+                self._stream(pending, per_task)
+                return
+            except _ExecutionFailed as failure:
+                text, (started, _) = failure.args
+                left = [i for i in pending if i.path not in self.done]
+                if not left:
+                    return
+                if len(left) == 1:  # it failed alone
+                    item = left[0]
+                    self.failures[item.path] = self.failures.get(item.path, 0) + 1
+                    if self.failures[item.path] > self.task_retries:
+                        self._commit([{**rejected_row(item, f"worker failed on this file: {text}", "worker_failed"), "commit": ""}])
+                        return
+                    continue
+                suspects = [i for i in left if i.path in started] or left
+                self.say(f"[prepare] a worker failed ({text[:200]}); retrying the {len(suspects)} files it and "
+                         f"the other workers were on, one per task")
+                if per_task == 1 and len(suspects) == len(left):
+                    for item in suspects:  # the files in flight failed together: each alone
+                        self.process([item], per_task=1)
+                    return
+                self.process(suspects, per_task=1)
+                pending = [i for i in left if i.path not in {s.path for s in suspects}]
+
+    def _groups(self, items: list[InputFile], per_task: int | None) -> list[list[InputFile]]:
+        """Contiguous groups of about `task_bytes` of input (at least 4 per worker, for balance),
+        never more files than a commit or `files_per_task` holds."""
+        most = min(per_task or self.files_per_task or self.files_per_commit, self.files_per_commit)
+        total = sum(i.bytes for i in items)
+        target = min(self.task_bytes, max(1, total // max(1, min(len(items), 4 * self.pool))))
+        groups, group, size = [], [], 0
+        for item in items:
+            if group and (size + item.bytes > target or len(group) >= most):
+                groups.append(group)
+                group, size = [], 0
+            group.append(item)
+            size += item.bytes
+        return groups + [group] if group else groups
+
+    def _stream(self, items: list[InputFile], per_task: int | None) -> None:
+        import ray
+
+        groups = self._groups(items, per_task)
+        ray.get(self.tracker.reset.remote())
+        dataset = ray.data.from_items([{"group": json.dumps([vars(i) for i in g])} for g in groups],
+                                      override_num_blocks=len(groups))
         with warnings.catch_warnings():
-            # Ray Data retries a task whose worker died forever (max_retries=-1): a file that kills
-            # its worker would hang the run. Only the deprecated remote-args route can bound it.
+            # Ray Data restarts a dead pool worker and retries its task forever by default: a file that
+            # kills its worker would hang the run (and a restarted worker can outlive its execution).
+            # A dead worker ends the execution instead (`process` retries); only the deprecated
+            # remote-args route can say so.
             warnings.simplefilter("ignore", DeprecationWarning)
             dataset = dataset.map_batches(
-                _process_batch, batch_size=None, num_cpus=self.num_cpus, max_retries=self.task_retries,
-                fn_kwargs={"preset": self.preset, "policy": self.policy, "options": self.options,
-                           "expected_shapes": expected, "collector": self.collector,
-                           "chunk_bytes": min(self.shard_bytes, 64 * 2**20)},
-            )
+                _FileWorker, batch_size=None, num_cpus=self.num_cpus,
+                compute=ray.data.ActorPoolStrategy(size=min(self.pool, len(groups)), max_tasks_in_flight_per_actor=2),
+                max_restarts=0,
+                fn_constructor_kwargs={"preset": self.preset, "policy": self.policy, "options": self.options,
+                                       "expected_shapes": self.expected, "tracker": self.tracker,
+                                       "windows_uri": self.layout.windows, "shard_bytes": self.shard_bytes,
+                                       "chunk_bytes": min(self.shard_bytes, 64 * 2**20)})
+        received: list[dict] = []
+        last_commit = time.perf_counter()
+        batches = iter(dataset.iter_batches(batch_size=None, batch_format="pyarrow"))
         try:
-            dataset.write_parquet(self.windows_path, filesystem=self.filesystem, min_bytes_per_file=self.shard_bytes,
-                                  filename_provider=FilenameProvider(dataset_uuid=name, file_format="parquet"))
-        except Exception as error:  # noqa: BLE001 - a worker died or a task failed for good
-            ray.get(self.collector.drain.remote())
-            self.layout.remove_uncommitted_windows(set(self._committed_names()))
-            if len(items) == 1:
-                text = str(error).strip().splitlines()[-1][:500] if str(error).strip() else "no message"
-                text = re.sub(r"^(?:[\w.]+\.)?\w+(?:Error|Exception): ", "", text)  # Ray's class names say nothing more
-                rows = [rejected_row(items[0], f"worker failed on this file: {text}", "worker_failed")]
-            else:
-                self.say(f"[prepare] a batch of {len(items)} failed ({type(error).__name__}); splitting it")
-                half = len(items) // 2
-                return self.batch(items[:half], expected) + self.batch(items[half:], expected)
-        else:
-            reported = ray.get(self.collector.drain.remote())
-            rows = [reported.get(i.path) or rejected_row(i, "no report from its task", "no_report") for i in items]
+            while True:
+                try:
+                    table = next(batches)
+                except StopIteration:
+                    break
+                except Exception as error:  # noqa: BLE001 - a worker died for good, or the execution broke
+                    self._commit(received)  # their windows are written: keep them
+                    state = ray.get(self.tracker.reset.remote())
+                    self._note_first_start(state[1])
+                    text = str(error).strip().splitlines()[-1][:500] if str(error).strip() else "no message"
+                    text = re.sub(r"^(?:[\w.]+\.)?\w+(?:Error|Exception): ", "", text)  # Ray's class names say nothing
+                    raise _ExecutionFailed(text, state) from error
+                received.extend(table.to_pylist())
+                self.last_result_at = time.time()
+                if len(received) >= self.files_per_commit or time.perf_counter() - last_commit > COMMIT_EVERY_S:
+                    self._commit(received)
+                    received, last_commit = [], time.perf_counter()
+        finally:
+            getattr(batches, "close", lambda: None)()  # on any exit, the execution (and its workers) ends here
+        self._commit(received)
+        self._note_first_start(ray.get(self.tracker.reset.remote())[1])
+
+    def _note_first_start(self, when: float | None) -> None:
+        if when is not None and self.first_task_at is None:
+            self.first_task_at = when
+
+    def _commit(self, rows: list[dict]) -> None:
+        if not rows:
+            return
+        self.sequence += 1
+        # Commit names sort in time order (the latest row of a path wins) and hold no "_".
+        name = f"{new_prefix()}-{self.sequence:05d}"
         self.layout.commit(name, rows)
+        self.done.update(row["path"] for row in rows)
+        counts = self.counts
+        for row in rows:
+            counts["files"] += 1
+            counts["ok" if row["status"] == "ok" else "rejected"] += 1
+            counts["windows"] += row["n_windows"]
+            counts["bytes"] += row["bytes"] or 0
+        elapsed = time.perf_counter() - self.started
+        self.say(f"[prepare] {counts['files']}/{self.total} files (ok {counts['ok']}, rejected {counts['rejected']}), "
+                 f"{counts['windows']} windows, {counts['files'] / elapsed:.2f} files/s, "
+                 f"{counts['bytes'] / 2**20 / elapsed:.1f} MiB/s")
         if self.on_commit:
-            self.on_commit({"commit": name, "paths": [r["path"] for r in rows]})
-        return rows
-
-    def _committed_names(self) -> list[str]:
-        return sorted({row["commit"] for row in self.layout.committed_rows()})
+            self.on_commit({"commit": name, "paths": [r["path"] for r in rows],
+                            "prefixes": sorted({r["commit"] for r in rows}), "windows": sum(r["n_windows"] for r in rows)})
 
 
-def _finish(layout: CorpusLayout, config: dict, inputs: list[str], ignored, counts: dict, elapsed: float, say) -> dict:
+def _finish(layout: CorpusLayout, config: dict, inputs: list[str], ignored, counts: dict, elapsed: float,
+            costs: dict, say) -> dict:
     rows = layout.committed_rows()
+    layout.remove_uncommitted_windows({r["commit"] for r in rows})  # attempts retried or cut short
     layout.write_manifest(rows)
     shapes = sorted({r["shapes"] for r in rows if r["status"] == "ok"})
-    if len(shapes) > 1:  # only the first batch can mix them; later ones reject what differs
+    if len(shapes) > 1:  # only a fresh run can mix them; a resumed one rejects what differs
         raise ValueError(f"recordings of {layout.output} give different window shapes {shapes}: one corpus needs "
                          "one shape per column; prepare these datasets into separate outputs")
     columns = json.loads(shapes[0]) if shapes else {}
@@ -337,10 +441,15 @@ def _finish(layout: CorpusLayout, config: dict, inputs: list[str], ignored, coun
                "files_per_s": round(counts["files"] / elapsed, 3) if elapsed else 0.0,
                "windows_per_s": round(counts["windows"] / elapsed, 3) if elapsed else 0.0,
                "mib_per_s": round(counts["bytes"] / 2**20 / elapsed, 3) if elapsed else 0.0,
+               # fixed costs apart: starting Ray and the workers (imports), then the processing itself
+               **{k: round(v, 3) for k, v in costs.items()},
+               "processing_files_per_s": round(counts["files"] / costs["processing_s"], 3)
+               if costs["processing_s"] > 0 else 0.0,
                "rejected_reasons": document["rejected_reasons"]}
     say(f"[prepare] done: {total['ok']} ok, {total['rejected']} rejected, {total['windows']} windows, "
         f"{total['hours']:.3f} h of signal; this run {counts['files']} files in {elapsed:.1f} s "
-        f"({summary['files_per_s']} files/s, {summary['windows_per_s']} windows/s, {summary['mib_per_s']} MiB/s)")
+        f"({summary['files_per_s']} files/s, {summary['windows_per_s']} windows/s, {summary['mib_per_s']} MiB/s; "
+        f"fixed costs: Ray {costs['ray_start_s']:.1f} s, workers {costs['workers_start_s']:.1f} s)")
     for line in report_lines(document["report"]):
         say(f"[prepare] {line}")
     summary["report"] = document["report"]
