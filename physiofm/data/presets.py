@@ -53,12 +53,14 @@ def cbramod_eeg(*, sfreq: float = 200.0, band: tuple[float, float] = (0.3, 75.0)
     """CBraMod pretraining (TUEG), as the official code: 19 channels; recordings < 300 s dropped; on
     the whole recording MNE's resampling to 200 Hz, FIR band-pass 0.3-75 Hz and FIR notch 60 Hz
     (fused, `MNEResampleFilter`); then 60 s trimmed at both ends (kept windows never see an edge),
-    µV/100, 30-s windows < 100 µV. No `RemoveDC`: MNE's padding is an odd reflection (no step at the
-    edges) and its zero-phase FIR high-pass removes a DC offset and a linear drift exactly."""
+    µV/100, 30-s windows < 100 µV. `RemoveDC` goes first: the zero-phase FIR high-pass removes a DC
+    offset and a linear drift exactly, so it changes nothing away from the edges, but a recording
+    shorter than the filters is all edge."""
     return Preset("cbramod-eeg", (
         SelectChannels(CBRAMOD_19, kind="eeg", missing="reject"),
         RepairNaN(),
         Crop(min_duration_s=min_duration_s),
+        RemoveDC(),
         MNEResampleFilter(sfreq, *band, notch=() if notch_hz is None else (notch_hz,), precision=precision),
         Crop(trim_s=trim_s),
         Scale("uV", factor=0.01, types=("eeg",)),
