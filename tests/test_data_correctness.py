@@ -539,3 +539,58 @@ def test_a_prepared_wfdb_tree_has_one_manifest_row_per_record_and_a_report(tmp_p
     assert ("[prepare] files: 7 listed, 5 ok, 2 rejected (missing_file 1, orphan_signal_file 1), 1 other files "
             "ignored") in lines
     assert "[prepare] rates seen (files): 125 Hz (2), 360 Hz (2), 250 Hz (1)" in lines, lines
+
+
+GARBLES = ("x", "-1", "0", "9999999999")
+
+
+def test_no_garbled_header_field_ends_as_a_python_exception_in_a_reason(tmp_path):
+    """Every token of a real WFDB header's first lines, and every field of a real EDF header's fixed
+    part and first signal, replaced by garbage: each file ends ok or with a reason that names it."""
+    source = shared_path("data", "real", "wfdb", "challenge2015-v102s")
+    lines = (source / "v102s.hea").read_text().splitlines(keepends=True)
+    folder = tmp_path / "v102s"
+    shutil.copytree(source, folder)
+    outcomes = []
+    for number, line in enumerate(lines[:3]):
+        tokens = line.split()
+        for position in range(len(tokens)):
+            for garble in GARBLES:
+                edited = " ".join(tokens[:position] + [garble] + tokens[position + 1:]) + "\n"
+                (folder / "v102s.hea").write_text("".join(lines[:number] + [edited] + lines[number + 1:]))
+                outcomes.append(process(folder / "v102s.hea")[1])
+    edf = shared_path("data", "real", "edf", "eegmat", "Subject00_2.edf").read_bytes()
+    ns = int(edf[252:256])
+    fields = [(0, 8), (184, 8), (236, 8), (244, 8), (252, 4)]
+    fields += [(256 + ns * offset, width) for offset, width in ((0, 16), (96, 8), (104, 8), (112, 8), (120, 8),
+                                                                (128, 8), (216, 8))]
+    for start, width in fields:
+        for garble in GARBLES:
+            data = bytearray(edf)
+            data[start:start + width] = garble.encode().ljust(width)[:width]
+            (tmp_path / "garbled.edf").write_bytes(bytes(data))
+            outcomes.append(process(tmp_path / "garbled.edf", **EEG_SHORT)[1])
+    for row in outcomes:
+        assert row["reason_code"] not in ("internal_error", "unclassified"), row["reason"]
+        assert not EXCEPTION_NAME.search(row["reason"]), row["reason"]
+    codes = {row["reason_code"] for row in outcomes}
+    assert {"", "header_field", "missing_file", "unreadable", "truncated", "sampling_rate"} <= codes
+
+
+def test_a_file_that_exhausts_memory_or_hits_a_bug_says_so_without_blaming_its_format(tmp_path):
+    from physiofm.data.presets import Preset
+
+    def exhausts(rec):
+        raise MemoryError("Unable to allocate 29.8 GiB for an array with shape (3999999961,)")
+
+    def buggy(rec):
+        return rec.ch_names[99]
+
+    path = shared_path("data", "real", "wfdb", "ptbxl-HR06000", "HR06000.hea")
+    recipe = get_preset("ecg")
+    for step, code, text in ((exhausts, "too_large", "the file needs more memory than is available: Unable to "),
+                             (buggy, "internal_error", "unexpected error while processing this file (a bug in physiofm")):
+        _, row = process_file(InputFile(str(path), "auto", 1), Preset("t", (step, *recipe.steps), recipe.windows),
+                              storage.RetryPolicy(), {})
+        assert row["reason_code"] == code and row["reason"].startswith(text) and not EXCEPTION_NAME.search(row["reason"])
+    assert json.loads(row["notes"])[-1].startswith("IndexError at test_data_correctness.py:")

@@ -124,6 +124,8 @@ def process_file(item: InputFile, preset: Preset, policy: storage.RetryPolicy, o
         row.update(reason=str(error), reason_code=error.code)
     except storage.StorageError as error:
         row.update(reason=f"storage: {error}", reason_code="storage", retryable=True)
+    except MemoryError as error:
+        row.update(reason=f"the file needs more memory than is available: {error_text(error)}", reason_code="too_large")
     except Exception as error:  # noqa: BLE001 - bad input never crashes a run
         frame = traceback.extract_tb(error.__traceback__)[-1]
         row.update(reason=f"unexpected error while processing this file (a bug in physiofm, please report it): "

@@ -35,6 +35,7 @@ REASON_CODES = {
     "nan_samples": "too many invalid (NaN) samples, or too long a gap",
     "amplitude": "no window within the preset's amplitude bounds",
     "shape_mismatch": "window shapes differ from the rest of the corpus",
+    "too_large": "decoding it needs more memory than is available (what it declares is out of proportion?)",
     "storage": "storage kept failing (retryable, not the recording's fault)",
     "worker_failed": "the worker process died on this file",
     "no_report": "its task reported nothing",

@@ -207,6 +207,9 @@ class Resample:
             return rec
         ratio = Fraction(self.sfreq / rec.sfreq).limit_denominator(1000)
         up, down = ratio.numerator, ratio.denominator
+        if up == 0 or up > 1000:  # a rate no recording of these signals has (a misread header, a bomb)
+            raise RecordingRejected(f"cannot resample {rec.sfreq:g} Hz to {self.sfreq:g} Hz (a ratio beyond "
+                                    "1000:1 or 1:1000)", "sampling_rate")
 
         def resample(x):
             return None if x is None else resample_poly(x, up, down, axis=1)

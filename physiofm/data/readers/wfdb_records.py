@@ -71,13 +71,14 @@ def _top_rate(header: WfdbHeader) -> float:
 def _read_record(header_path: str, header: WfdbHeader) -> tuple[np.ndarray, list[str], dict]:
     """(data at the highest rate, notes, meta) of a single-segment record, every field checked."""
     _check_signal_files(header_path, header)
-    misread = _check_read_as_written(header_path, header)
     try:
         record = wfdb.rdrecord(header_path[: -len(".hea")], smooth_frames=False)
     except Exception as error:  # noqa: BLE001 - the header and file sizes are checked: this is the data
+        _check_read_as_written(header_path, header, _wfdb_header(header_path))  # unless wfdb misread the header
         formats = sorted({s.fmt for s in header.signals})
         raise RecordingRejected(f"WFDB signal file(s) {header.signal_files()} cannot be decoded as format "
                                 f"{'/'.join(formats)}: {error_text(error)}", "unreadable")
+    misread = _check_read_as_written(header_path, header, record)  # the fields wfdb decoded with
     notes, meta = misread, {"comments": list(record.comments or [])}
     spf = [s.samps_per_frame for s in header.signals]
     data, native_nan = _to_highest_rate(record.e_p_signal, spf)
@@ -134,15 +135,19 @@ def _check_signal_files(header_path: str, header: WfdbHeader) -> None:
                 f"{len(signals)} signal(s) in format {fmt} need {needed}", "truncated")
 
 
-def _check_read_as_written(header_path: str, header: WfdbHeader) -> list[str]:
-    """Reject where wfdb's parse of the header differs from the header's text in a field that
-    changes the samples; notes where it differs in a name or a unit (the header's text is used)."""
-    notes: list[str] = []
+def _wfdb_header(header_path: str):
     try:
-        read = wfdb.rdheader(header_path[: -len(".hea")])
+        return wfdb.rdheader(header_path[: -len(".hea")])
     except Exception as error:  # noqa: BLE001 - a text the specification allows but wfdb refuses
         raise RecordingRejected(f"WFDB header {Path(header_path).name} is refused by wfdb: {error_text(error)}",
                                 "header_field")
+
+
+def _check_read_as_written(header_path: str, header: WfdbHeader, read) -> list[str]:
+    """Reject where wfdb's parse of the header (`read`, a wfdb Record) differs from the header's
+    text in a field that changes the samples; notes where it differs in a name or a unit (the
+    header's text is used)."""
+    notes: list[str] = []
     name = Path(header_path).name
     if header.fs_text is not None and not math.isclose(float(read.fs), header.fs, rel_tol=1e-9):
         raise RecordingRejected(f"WFDB header {name}: line {header.record_line} (record line): sampling frequency "
@@ -175,10 +180,7 @@ def _read_segments(master: WfdbHeader, header_path: str, source: str, dataset: s
                    session: str) -> list[Recording]:
     folder = Path(header_path).parent
     name = Path(header_path).name
-    try:
-        read = wfdb.rdheader(header_path[: -len(".hea")])
-    except Exception as error:  # noqa: BLE001
-        raise RecordingRejected(f"WFDB header {name} is refused by wfdb: {error_text(error)}", "header_field")
+    read = _wfdb_header(header_path)
     if master.fs_text is not None and not math.isclose(float(read.fs), master.fs, rel_tol=1e-9):
         raise RecordingRejected(f"WFDB header {name}: line {master.record_line} (record line): sampling frequency "
                                 f"{master.fs_text!r} ({master.fs:g} Hz) is read by wfdb as {float(read.fs):g} Hz",
