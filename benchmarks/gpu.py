@@ -105,7 +105,7 @@ def input_samples_per_s(folder: Path, batch: int, device: torch.device, epochs: 
     """Windows per second that Ray Data streams from the shards onto the device, as in training."""
     import ray
 
-    if not ray.is_initialized():
+    if not ray.is_initialized():  # a running Ray (a test session's) is used as it is
         address = os.environ.get("RAY_ADDRESS") or "local"
         ray.init(address=address, log_to_driver=False, **({"include_dashboard": False} if address == "local" else {}))
     ray.data.DataContext.get_current().enable_progress_bars = False
@@ -149,8 +149,8 @@ def main(argv: list[str] | None = None) -> dict:
         "layers": args.layers, "window": [args.channels, args.patches, 200], "batch": batch,
         "parameters": sum(p.numel() for p in objective.parameters()),
         "step_ms": round(1000 * step_s, 2), "samples_per_s": round(samples_per_s, 2),
-        "model_tflops_per_step": round(flops / 1e12, 4), "achieved_tflops": round(flops / step_s / 1e12, 3),
-        "peak_bf16_tflops": peak, "mfu": round(flops / step_s / (peak * 1e12), 4) if peak else None,
+        "model_gflops_per_step": round(flops / 1e9, 3), "achieved_tflops": float(f"{flops / step_s / 1e12:.4g}"),
+        "peak_bf16_tflops": peak, "mfu": float(f"{flops / step_s / (peak * 1e12):.4g}") if peak else None,
     }
     if device.type == "cuda":
         report["max_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)

@@ -6,9 +6,10 @@ EDF, picks the 19 channels by their montage's labels, `raw.resample(200)`, `raw.
 300 s, trims 60 s at the start and 60 s plus the remainder of a 30-s window at the end, cuts
 30-s windows (19, 30, 200) and keeps those with max|x| < 100 µV.
 
-`ecg_loop_file` is the plain wfdb + scipy loop of the ECG recipe: `wfdb.rdrecord`, polyphase
-resampling to 200 Hz, 4th-order Butterworth 0.5-45 Hz (`sosfiltfilt`), IIR notch 50 Hz
-(`filtfilt`, Q 30), mV, 10-s windows (12, 10, 200).
+`ecg_loop_file` is the plain wfdb + scipy loop of the ECG recipe: `wfdb.rdrecord`, the straight
+line between the means of the first and last 0.1 s removed, polyphase resampling to 200 Hz,
+4th-order Butterworth 0.5-45 Hz (`sosfiltfilt`), IIR notch 50 Hz (`filtfilt`, Q 30), mV, 10-s
+windows (12, 10, 200) whose peak lies in [0.05, 10) mV.
 
 Both return (windows float32, kept window indices), the same quantities the pipeline stores.
 """
@@ -58,6 +59,9 @@ def ecg_loop_file(header_path: str, window_s: float = 10.0) -> tuple[np.ndarray,
     record = wfdb.rdrecord(header_path[: -len(".hea")])
     order = [next(i for i, name in enumerate(record.sig_name) if canonical_lead(name) == lead) for lead in ECG_12]
     signal = record.p_signal.T[order]
+    edge = max(1, int(round(0.1 * record.fs)))
+    start, end = signal[:, :edge].mean(axis=1, keepdims=True), signal[:, -edge:].mean(axis=1, keepdims=True)
+    signal = signal - (start + (end - start) * np.linspace(0.0, 1.0, signal.shape[1])[None])
     up, down = SFREQ, int(record.fs)
     divisor = np.gcd(up, down)
     signal = resample_poly(signal, up // divisor, down // divisor, axis=1)
@@ -67,4 +71,6 @@ def ecg_loop_file(header_path: str, window_s: float = 10.0) -> tuple[np.ndarray,
     width = int(window_s * SFREQ)
     n = signal.shape[1] // width
     windows = signal[:, : n * width].reshape(len(ECG_12), n, int(window_s), SFREQ).transpose(1, 0, 2, 3)
-    return windows.astype(np.float32), np.arange(n)
+    peaks = np.abs(windows).max(axis=(1, 2, 3))
+    keep = (peaks >= 0.05) & (peaks < 10.0)
+    return windows[keep].astype(np.float32), np.flatnonzero(keep)

@@ -46,7 +46,8 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     scaling = parser.add_argument_group("scaling")
     scaling.add_argument("--num-workers", type=int, help="training workers (default 2)")
     scaling.add_argument("--use-gpu", action="store_true", default=None, help="one GPU per worker, bf16")
-    scaling.add_argument("--cpus-per-worker", type=float, help="default: auto (leaves a CPU for Ray Data)")
+    scaling.add_argument("--cpus-per-worker", type=float, help="CPUs per worker, as many torch threads (a fraction rounds "
+                                                               "up); default: auto, leaving a CPU for Ray Data")
     parser.add_argument("--config", help="YAML file with sections method, data, optim, scaling, run; "
                                          "flags override it")
     parser.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, as set by "

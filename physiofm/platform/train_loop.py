@@ -27,6 +27,7 @@ CHECKPOINT_TAG = "state"  # DeepSpeed tag inside each reported checkpoint direct
 DEEPSPEED_KEY = "_deepspeed"  # the resolved DeepSpeed config travels beside the TrainConfig dict
 TENSORBOARD_KEY = "_tensorboard_dir"  # where rank 0 writes event files (on its own node)
 TENSORBOARD_SYNC_KEY = "_tensorboard_uri"  # remote copy refreshed at every checkpoint ("" = none)
+THREADS_KEY = "_torch_threads"  # torch threads of each worker, from the CPUs it holds
 
 
 def warmup_cosine(optim: OptimConfig, total_steps: int):
@@ -65,12 +66,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     ds_config = config.pop(DEEPSPEED_KEY)
     tensorboard_dir = config.pop(TENSORBOARD_KEY, "")
     tensorboard_uri = config.pop(TENSORBOARD_SYNC_KEY, "")
+    threads = int(config.pop(THREADS_KEY, 0) or os.environ.get("OMP_NUM_THREADS", "1"))
     cfg = TrainConfig.from_dict(config)
     quiet_report_echo()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.manual_seed(cfg.run.seed + rank)
-    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+    torch.set_num_threads(max(1, threads))
     device = ray.train.torch.get_device()
 
     checkpoint = ray.train.get_checkpoint()
@@ -112,7 +114,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             local_shuffle_buffer_size=cfg.data.shuffle_buffer or None,
             local_shuffle_seed=(cfg.run.seed + 7919 * epoch + rank) if cfg.data.shuffle_buffer else None)
 
+    def report(metrics: dict) -> None:
+        ray.train.report({**metrics, "torch_threads": torch.get_num_threads()})
+
     def save(report: dict, step: int) -> None:
+        report["torch_threads"] = torch.get_num_threads()
         if validation is not None:
             report["val_loss"] = _validation_loss(engine, validation, cfg, float_dtype, device, rank, world)
             if rank == 0:
@@ -121,7 +127,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if writer is not None and tensorboard_uri:
             _upload_dir(tensorboard_dir, tensorboard_uri)
 
-    run_steps(engine, cfg, batches, report=ray.train.report, checkpoint=save, rank=rank, world=world,
+    run_steps(engine, cfg, batches, report=report, checkpoint=save, rank=rank, world=world,
               float_dtype=float_dtype, scheduler=scheduler, writer=writer, resumed_from=resumed_from)
     if writer is not None:
         writer.close()

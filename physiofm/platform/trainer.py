@@ -7,6 +7,7 @@ prepares a raw corpus through the data pipeline when needed, connects to the clu
 """
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import time
@@ -17,8 +18,8 @@ from typing import Callable
 from physiofm.data import storage
 from physiofm.platform.config import ConfigError, TrainConfig
 from physiofm.platform.run_record import check_resume, write_record
-from physiofm.platform.train_loop import (DEEPSPEED_KEY, TENSORBOARD_KEY, TENSORBOARD_SYNC_KEY, deepspeed_config,
-                                          deepspeed_template, train_loop_per_worker)
+from physiofm.platform.train_loop import (DEEPSPEED_KEY, TENSORBOARD_KEY, TENSORBOARD_SYNC_KEY, THREADS_KEY,
+                                          deepspeed_config, deepspeed_template, train_loop_per_worker)
 
 Log = Callable[[str], None]
 
@@ -42,6 +43,7 @@ class RunSummary:
     num_workers: int
     elapsed_s: float
     cbramod_export: bool = False  # encoder.pt is a CBraMod: CBraMod.from_pretrained reads it too
+    torch_threads: int = 0  # torch threads each worker ran
 
     def render(self) -> str:
         resumed = (f"resumed from {self.resumed_from} (step {self.start_step})" if self.resumed_from
@@ -122,20 +124,40 @@ def check_corpus(cfg: TrainConfig, uri: str, info: dict) -> None:
                           f"{cfg.data.batch_size} = {needed})")
 
 
+DATA_CPUS = 1.0  # what Ray Data's read and map tasks of the training stream ask for, one at a time
+
+
 def worker_cpus(cfg: TrainConfig, log: Log = print) -> float:
     """CPUs per training worker. Auto (0): 1, unless the workers would then hold every CPU of the
-    cluster: Ray Data's read tasks would never be scheduled and training would wait forever."""
+    cluster: Ray Data's read tasks would never be scheduled and training would wait forever. An
+    explicit `scaling.cpus_per_worker` that leaves Ray Data less than `DATA_CPUS` is refused."""
     import ray
 
-    if cfg.scaling.cpus_per_worker > 0:
-        return cfg.scaling.cpus_per_worker
     total = float(ray.cluster_resources().get("CPU", 0.0))
     workers = cfg.scaling.num_workers
-    if total - workers >= 1.0 or total == 0.0:
+    asked = cfg.scaling.cpus_per_worker
+    if asked > 0:
+        left = total - asked * workers
+        if total and left < DATA_CPUS:
+            fits = (total - DATA_CPUS) / workers
+            advice = (f"use --cpus-per-worker {fits:g} ({worker_threads(fits)} torch thread(s) per worker) or fewer "
+                      "workers" if fits > 0 else "add CPUs to the cluster")
+            raise ConfigError(
+                f"scaling.cpus_per_worker={asked:g} x scaling.num_workers={workers} = {asked * workers:g} CPUs of the "
+                f"cluster's {total:g} leaves {max(left, 0.0):g} for Ray Data's read tasks, which need {DATA_CPUS:g}: "
+                f"training would wait forever for its data; {advice}")
+        return asked
+    if total - workers >= DATA_CPUS or total == 0.0:
         return 1.0
-    share = max(0.25, round((total - 1.0) / workers, 2))
+    share = max(0.25, round((total - DATA_CPUS) / workers, 2))
     log(f"{workers} workers on {total:g} CPUs: {share:g} CPU per worker, leaving room for Ray Data")
     return share
+
+
+def worker_threads(cpus: float) -> int:
+    """Torch threads of a worker holding `cpus` CPUs: as many as its CPUs, a fraction rounding up
+    (Ray's own OMP_NUM_THREADS rounds down: 1.5 CPUs would run 1 thread)."""
+    return max(1, math.ceil(cpus - 1e-9))
 
 
 def existing_checkpoints(run_uri: str) -> list[str]:
@@ -150,6 +172,9 @@ def pretrain(cfg: TrainConfig, *, address: str | None = None, log: Log = print) 
     from ray.train.torch import TorchTrainer
 
     started = time.perf_counter()
+    if cfg.scaling.cpus_per_worker > 0:  # an explicit CPU request is checked against the cluster first
+        connect_ray(address, log)
+        worker_cpus(cfg, log)
     corpus, info = resolve_corpus(cfg, log, address)
     check_corpus(cfg, corpus, info)
     if getattr(cfg.method, "init_from", ""):
@@ -207,7 +232,10 @@ def pretrain(cfg: TrainConfig, *, address: str | None = None, log: Log = print) 
     loop_config[TENSORBOARD_KEY] = tensorboard_dir
     loop_config[TENSORBOARD_SYNC_KEY] = tensorboard_uri if tensorboard_uri != tensorboard_dir else ""
 
-    resources = {"CPU": worker_cpus(cfg, log), **cfg.scaling.resources_per_worker}
+    cpus = worker_cpus(cfg, log)
+    loop_config[THREADS_KEY] = worker_threads(cpus)
+    log(f"{cfg.scaling.num_workers} worker(s) x {cpus:g} CPU(s), {worker_threads(cpus)} torch thread(s) each")
+    resources = {"CPU": cpus, **cfg.scaling.resources_per_worker}
     if cfg.scaling.use_gpu:
         resources["GPU"] = cfg.scaling.gpus_per_worker
     trainer = TorchTrainer(
@@ -243,4 +271,5 @@ def pretrain(cfg: TrainConfig, *, address: str | None = None, log: Log = print) 
         checkpoint_uri=checkpoint_uri, export_uri=export_uri, exports=exports,
         cbramod_export=cfg.method.name == "masked_reconstruction",
         tensorboard_uri=tensorboard_uri, num_workers=cfg.scaling.num_workers,
+        torch_threads=int(metrics.get("torch_threads", 0)),
         elapsed_s=time.perf_counter() - started)
