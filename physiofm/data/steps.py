@@ -42,8 +42,8 @@ class SelectChannels:
         """Indices of the file's channels this step keeps, for readers that can decode only those;
         None (decode all) when the step will reject the file, so that its reason can name them."""
         found = find_channels(self.names, labels, self.kind)
-        present = sorted({index for index in found if index is not None})
-        if not present or (self.missing == "reject" and len(present) < len(found)):
+        present = list(dict.fromkeys(index for index in found if index is not None))  # in the wanted order
+        if not present or (self.missing == "reject" and None in found):
             return None
         return present
 
@@ -146,6 +146,8 @@ class RepairNaN:
         _check_choice("policy", self.policy, ("interpolate", "reject"))
 
     def __call__(self, rec: Recording) -> Recording:
+        if np.isfinite(np.sum(rec.data)):  # one pass, no temporary: no NaN or inf anywhere
+            return rec
         invalid = ~np.isfinite(rec.data)
         if not invalid.any():
             return rec
@@ -192,8 +194,11 @@ class RemoveDC:
         width = max(1, min(rec.n_samples // 2, int(round(self.edge_s * rec.sfreq))))
         start = rec.data[:, :width].mean(axis=1, keepdims=True)
         end = rec.data[:, -width:].mean(axis=1, keepdims=True)
-        ramp = np.linspace(0.0, 1.0, rec.n_samples)[None]
-        return rec.replace(data=rec.data - (start + (end - start) * ramp))
+        ramp = np.linspace(0.0, 1.0, rec.n_samples)
+        out = np.empty_like(rec.data)
+        for row in range(rec.data.shape[0]):  # one channel at a time: no recording-sized temporaries
+            np.subtract(rec.data[row], start[row] + (end[row] - start[row]) * ramp, out=out[row])
+        return rec.replace(data=out)
 
 
 @dataclass(frozen=True)

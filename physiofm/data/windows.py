@@ -75,9 +75,11 @@ class PatchWindows:
             raise ValueError(f"window_s {self.window_s} is not a whole number of patches of {self.patch_s} s")
         _need_one(rec, width, self.window_s)
         windows = frame(rec.data, width)
-        finite = np.isfinite(windows).all(axis=(1, 2))
-        peaks = np.where(finite, np.abs(np.where(np.isfinite(windows), windows, 0.0)).max(axis=(1, 2), initial=0.0),
-                         np.nan)
+        # Per window, two reductions over the samples in place: NaN and inf propagate into max/min.
+        blocks = rec.data[:, : len(windows) * width].reshape(rec.data.shape[0], len(windows), width)
+        high, low = blocks.max(axis=(0, 2)), blocks.min(axis=(0, 2))
+        finite = np.isfinite(high) & np.isfinite(low)
+        peaks = np.where(finite, np.maximum(high, -low), np.nan)
         label, factor = self.amplitude_unit
         rejections = {"non-finite": int((~finite).sum())}
         keep = finite.copy()
