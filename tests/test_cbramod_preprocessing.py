@@ -33,10 +33,11 @@ def test_fused_step_equals_mne_resample_filter_notch_away_from_the_edges(sfreq, 
     expected = raw.resample(200, verbose="error").filter(0.3, 75, verbose="error").notch_filter(
         60, verbose="error").get_data()
     interior = slice(10 * 200, -10 * 200)  # beyond the filters' 8.8-s half span
-    for precision, tolerance in (("float64", 1e-5), ("float32", 1e-3)):  # measured: 1e-6 (200 Hz) .. 1e-13; 1e-4
-        out = MNEResampleFilter(precision=precision)(recording(data.copy(), sfreq))
-        assert out.sfreq == 200.0 and out.data.shape == expected.shape and out.data.dtype == precision
-        assert relative_rms(out.data[:, interior], expected[:, interior]) < tolerance, precision
+    for fft in ("torch", "scipy"):
+        for precision, tolerance in (("float64", 1e-5), ("float32", 1e-3)):  # measured: 1e-6 (200 Hz) .. 1e-13; 1e-4
+            out = MNEResampleFilter(precision=precision, fft=fft)(recording(data.copy(), sfreq))
+            assert out.sfreq == 200.0 and out.data.shape == expected.shape and out.data.dtype == precision
+            assert relative_rms(out.data[:, interior], expected[:, interior]) < tolerance, (fft, precision)
 
 
 def test_cbramod_preset_gives_the_official_windows(tmp_path):
@@ -75,7 +76,19 @@ def test_only_the_used_channels_are_decoded_and_the_file_channels_recorded(tmp_p
 def test_fused_step_options_are_checked_and_short_signals_filtered():
     with pytest.raises(ValueError, match=r"precision must be one of \('float32', 'float64'\)"):
         MNEResampleFilter(precision="float16")
+    with pytest.raises(ValueError, match=r"fft must be one of \('torch', 'scipy'\)"):
+        MNEResampleFilter(fft="numpy")
     with pytest.raises(ValueError, match=r"notch frequencies must be below the Nyquist"):
         MNEResampleFilter(sfreq=100.0, high=None, notch=(60.0,))
     short = MNEResampleFilter()(recording(np.full((2, 2560), 1e-5), 256.0))  # 10 s, shorter than the filters
     assert short.data.shape == (2, 2000) and np.isfinite(short.data).all()
+
+
+def test_dc_removal_fused_into_the_padding_equals_the_remove_dc_step():
+    from physiofm.data.steps import RemoveDC
+
+    rng = np.random.default_rng(5)
+    rec = recording(np.cumsum(rng.standard_normal((4, 256 * 60)), axis=1) * 1e-6 + 3e-3, 256.0)
+    fused = MNEResampleFilter(remove_dc_s=0.1)(rec)
+    apart = MNEResampleFilter()(RemoveDC(0.1)(rec))
+    assert np.array_equal(fused.data, apart.data)

@@ -341,7 +341,8 @@ def test_a_real_bdf_with_millivolt_offsets_keeps_them_out_of_its_window():
 
 def test_the_eeg_recipe_filters_before_it_trims():
     steps = [type(s).__name__ for s in get_preset("cbramod-eeg").steps]
-    assert steps == ["SelectChannels", "RepairNaN", "Crop", "RemoveDC", "MNEResampleFilter", "Crop", "Scale"]
+    assert steps == ["SelectChannels", "RepairNaN", "Crop", "MNEResampleFilter", "Crop", "Scale"]
+    assert get_preset("cbramod-eeg").steps[3].remove_dc_s == 0.1  # the DC first, in the filters' padding pass
 
 
 # ---------------------------------------------------------------- EDF: what MNE warns about, and EDF+D

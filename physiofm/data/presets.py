@@ -53,15 +53,15 @@ def cbramod_eeg(*, sfreq: float = 200.0, band: tuple[float, float] = (0.3, 75.0)
     """CBraMod pretraining (TUEG), as the official code: 19 channels; recordings < 300 s dropped; on
     the whole recording MNE's resampling to 200 Hz, FIR band-pass 0.3-75 Hz and FIR notch 60 Hz
     (fused, `MNEResampleFilter`); then 60 s trimmed at both ends (kept windows never see an edge),
-    µV/100, 30-s windows < 100 µV. `RemoveDC` goes first: the zero-phase FIR high-pass removes a DC
-    offset and a linear drift exactly, so it changes nothing away from the edges, but a recording
-    shorter than the filters is all edge."""
+    µV/100, 30-s windows < 100 µV. The DC goes first (`RemoveDC`'s line, fused into the filters'
+    padding pass): the zero-phase FIR high-pass removes a DC offset and a linear drift exactly, so it
+    changes nothing away from the edges, but a recording shorter than the filters is all edge."""
     return Preset("cbramod-eeg", (
         SelectChannels(CBRAMOD_19, kind="eeg", missing="reject"),
         RepairNaN(),
         Crop(min_duration_s=min_duration_s),
-        RemoveDC(),
-        MNEResampleFilter(sfreq, *band, notch=() if notch_hz is None else (notch_hz,), precision=precision),
+        MNEResampleFilter(sfreq, *band, notch=() if notch_hz is None else (notch_hz,), precision=precision,
+                          remove_dc_s=RemoveDC.edge_s),
         Crop(trim_s=trim_s),
         Scale("uV", factor=0.01, types=("eeg",)),
     ), PatchWindows(window_s=window_s, patch_s=1.0, max_abs=max_abs_uv * 0.01, amplitude_unit=("µV", 100.0)))

@@ -191,14 +191,18 @@ class RemoveDC:
     edge_s: float = 0.1
 
     def __call__(self, rec: Recording) -> Recording:
-        width = max(1, min(rec.n_samples // 2, int(round(self.edge_s * rec.sfreq))))
-        start = rec.data[:, :width].mean(axis=1, keepdims=True)
-        end = rec.data[:, -width:].mean(axis=1, keepdims=True)
-        ramp = np.linspace(0.0, 1.0, rec.n_samples)
+        start, end, ramp = dc_line(rec.data, rec.sfreq, self.edge_s)
         out = np.empty_like(rec.data)
         for row in range(rec.data.shape[0]):  # one channel at a time: no recording-sized temporaries
             np.subtract(rec.data[row], start[row] + (end[row] - start[row]) * ramp, out=out[row])
         return rec.replace(data=out)
+
+
+def dc_line(data: np.ndarray, sfreq: float, edge_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(start, end, ramp) of `RemoveDC`'s line: channel `c`'s is `start[c] + (end[c] - start[c]) * ramp`."""
+    n = data.shape[1]
+    width = max(1, min(n // 2, int(round(edge_s * sfreq))))
+    return data[:, :width].mean(axis=1), data[:, -width:].mean(axis=1), np.linspace(0.0, 1.0, n)
 
 
 @dataclass(frozen=True)
