@@ -12,6 +12,7 @@ from typing import Any
 
 from physiofm.data.channels import CBRAMOD_19, DEAP_EEG_32, ECG_12, SEED_62
 from physiofm.data.mne_filters import MNEResampleFilter
+from physiofm.data.multimodal import BRANCHES, AlignedWindows, describe
 from physiofm.data.recording import Recording
 from physiofm.data.steps import (BandPass, Crop, FillAbsentChannels, Notch, RemoveBaseline, RemoveDC, RepairNaN,
                                  Resample, Scale, SelectChannels, SelectTypes, ZScoreAcrossChannels)
@@ -41,9 +42,6 @@ class Preset:
         return needed(labels) if needed else None
 
     def to_dict(self) -> dict[str, Any]:
-        def describe(step):
-            return {"step": type(step).__name__, **dataclasses.asdict(step)}
-
         return {"name": self.name, "steps": [describe(s) for s in self.steps], "windows": describe(self.windows)}
 
 
@@ -116,12 +114,26 @@ def physiosync(*, sfreq: float = 128.0, window_s: float = 5.0, baseline_segment_
     ), GroupWindows(window_s=window_s, groups=(("eeg", ("eeg",)), ("peripheral", tuple(peripheral_types)))))
 
 
+def emotion(*, modalities: tuple[str, ...] = ("eeg",), window_s: float = 4.0, eeg_channels: tuple[str, ...] = (),
+            notch_hz: float = 50.0) -> Preset:
+    """Fine-tuning windows for patch encoders: aligned columns `eeg` (CBraMod's recipe), `ecg` (the
+    ECG encoder's) and `peripheral` (GSR, PPG, respiration, temperature), each (C, N, 200) with
+    N = `window_s`; NaN repaired once, at the native rate, before the branches part."""
+    unknown = [m for m in modalities if m not in BRANCHES]
+    if not modalities or unknown:
+        raise ValueError(f"modalities must be among {sorted(BRANCHES)}, got {list(modalities)}")
+    branches = tuple(BRANCHES["eeg"](window_s, tuple(eeg_channels), notch_hz) if m == "eeg" else
+                     BRANCHES[m](window_s, notch_hz) if m == "ecg" else BRANCHES[m](window_s) for m in modalities)
+    return Preset("emotion", (RepairNaN(),), AlignedWindows(branches))
+
+
 PRESETS: dict[str, Callable[..., Preset]] = {
     "cbramod-eeg": cbramod_eeg,
     "ecg": ecg,
     "scmm-de": scmm_de,
     "scmm-de-deap32": lambda **kw: scmm_de(channels="deap32", **kw),
     "physiosync": physiosync,
+    "emotion": emotion,
 }
 MODALITY_PRESETS = {"eeg": "cbramod-eeg", "ecg": "ecg"}
 

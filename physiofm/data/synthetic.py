@@ -7,10 +7,15 @@ skin-conductance responses (µS), respiration, plethysmograph and temperature. I
 datasets each film clip (trial) also evokes a response shared by every subject who watched it
 (an EEG theta response with a fixed scalp pattern, skin-conductance responses at fixed times, a
 heart rate), so that methods aligning subjects on the same stimulus have something to find.
+Each trial's ratings (or film class) also show in its stimulus seconds, as a `PlantedEffect`
+(valence -> frontal alpha asymmetry; arousal -> beta power, skin-conductance level, heart rate),
+so that emotion recognition can be shown to learn above chance, and at chance on shuffled labels.
 """
 from __future__ import annotations
 
 import pickle
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -61,9 +66,11 @@ def ecg(rng: np.random.Generator, n_leads: int, seconds: float, sfreq: float, bp
     return projection @ waves + wander + 0.01 * rng.standard_normal((n_leads, n))
 
 
-def gsr(rng: np.random.Generator, seconds: float, sfreq: float, onsets_s: np.ndarray | None = None) -> np.ndarray:
+def gsr(rng: np.random.Generator, seconds: float, sfreq: float, onsets_s: np.ndarray | None = None,
+        shift: float = 0.0, shift_from_s: float = 0.0) -> np.ndarray:
     """(samples,) skin conductance in µS: a tonic level plus skin-conductance responses (at
-    `onsets_s`, e.g. a stimulus's, or at random times)."""
+    `onsets_s`, e.g. a stimulus's, or at random times), raised by `shift` from `shift_from_s` on
+    (an arousing stimulus, rising over 2 s)."""
     n = int(round(seconds * sfreq))
     impulses = np.zeros(n)
     if onsets_s is None:
@@ -74,22 +81,113 @@ def gsr(rng: np.random.Generator, seconds: float, sfreq: float, onsets_s: np.nda
     lags = np.arange(int(10 * sfreq)) / sfreq
     response = np.exp(-lags / 3.0) - np.exp(-lags / 0.7)
     tonic = rng.uniform(2, 8) + 0.3 * np.sin(2 * np.pi * np.arange(n) / sfreq / 120)
+    if shift:
+        tonic = tonic + shift * np.clip((np.arange(n) / sfreq - shift_from_s) / 2.0, 0.0, 1.0)
     return tonic + np.convolve(impulses, response)[:n]
 
 
-def peripheral(rng: np.random.Generator, seconds: float, sfreq: float,
-               gsr_onsets_s: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def peripheral(rng: np.random.Generator, seconds: float, sfreq: float, gsr_onsets_s: np.ndarray | None = None,
+               bpm: float = 70.0, gsr_shift: float = 0.0, stimulus_from_s: float = 0.0) -> dict[str, np.ndarray]:
     n = int(round(seconds * sfreq))
     t = np.arange(n) / sfreq
-    pulse = ecg(rng, 1, seconds, sfreq)[0]
+    pulse = ecg(rng, 1, seconds, sfreq, bpm=bpm)[0]
     return {
-        "gsr": gsr(rng, seconds, sfreq, gsr_onsets_s),
+        "gsr": gsr(rng, seconds, sfreq, gsr_onsets_s, shift=gsr_shift, shift_from_s=stimulus_from_s),
         "resp": np.sin(2 * np.pi * 0.25 * t) + 0.05 * rng.standard_normal(n),
         "ppg": np.convolve(np.clip(pulse, 0, None), np.hanning(int(0.3 * sfreq)), mode="same"),
         "temp": 33.0 + 0.01 * np.cumsum(rng.standard_normal(n)) / np.sqrt(n),
         "eog": 20.0 * rng.standard_normal(n),
         "emg": 5.0 * rng.standard_normal(n),
     }
+
+
+# ---------------------------------------------------------------- planted emotional effect
+
+@dataclass(frozen=True)
+class PlantedEffect:
+    """How strongly a trial's emotion shows in its stimulus seconds (0 switches a path off).
+
+    Valence and arousal are taken to [-1, 1] from the dataset's rating scale (or a film class).
+    - `alpha_asymmetry`: frontal alpha (8-13 Hz, ~6 µV) stronger over the right than the left
+      hemisphere with valence (more left-frontal activity, i.e. less left alpha, when positive);
+    - `beta_power`: 13-30 Hz activity over the scalp grows with arousal (0 to ~5 µV rms);
+    - `gsr_level`: tonic skin conductance rises with arousal (up to +3 µS);
+    - `heart_rate`: beats per minute rise with arousal (+-15 bpm; ECG and plethysmograph).
+    `trial_noise` adds trial-level noise to the expressed emotion, drawn independently for the
+    EEG and for the peripheral signals, so each modality carries an independent view of it.
+    """
+
+    alpha_asymmetry: float = 1.0
+    beta_power: float = 1.0
+    gsr_level: float = 1.0
+    heart_rate: float = 1.0
+    trial_noise: float = 0.25
+
+
+NO_EFFECT = PlantedEffect(0.0, 0.0, 0.0, 0.0, 0.0)
+_FRONTAL = re.compile(r"^(FP|AF|F)(\d+)$")
+
+
+def frontal_side(name: str) -> int:
+    """-1 for a left frontal electrode (odd number), +1 for a right one, 0 elsewhere."""
+    match = _FRONTAL.match(name.strip().upper())
+    return 0 if match is None else (1 if int(match[2]) % 2 == 0 else -1)
+
+
+def band_noise(rng: np.random.Generator, n_rows: int, n: int, sfreq: float, band: tuple[float, float]) -> np.ndarray:
+    """(rows, n) independent band-limited noise, unit rms per row."""
+    spectrum = np.fft.rfft(rng.standard_normal((n_rows, n)), axis=1)
+    freqs = np.fft.rfftfreq(n, 1 / sfreq)
+    spectrum[:, (freqs < band[0]) | (freqs > band[1])] = 0
+    wave = np.fft.irfft(spectrum, n, axis=1)
+    return wave / (wave.std(axis=1, keepdims=True) + 1e-12)
+
+
+@dataclass(frozen=True)
+class Expressed:
+    """The emotion one trial expresses, per modality, in [-1, 1]-ish units."""
+
+    eeg_valence: float
+    eeg_arousal: float
+    body_arousal: float
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, valence: float, arousal: float, effect: PlantedEffect) -> "Expressed":
+        noise = effect.trial_noise * rng.standard_normal(3)
+        return cls(valence + noise[0], arousal + noise[1], arousal + noise[2])
+
+
+def scaled(rating: float, low: float, high: float) -> float:
+    """A rating on [low, high] mapped to [-1, 1]."""
+    return 2.0 * (rating - low) / (high - low) - 1.0
+
+
+def emotional_eeg(rng: np.random.Generator, names, seconds: float, sfreq: float, expressed: Expressed,
+                  effect: PlantedEffect) -> np.ndarray:
+    """(channels, samples) in µV added to a trial's stimulus seconds."""
+    n = int(round(seconds * sfreq))
+    out = np.zeros((len(names), n))
+    side = np.array([frontal_side(name) for name in names], dtype=np.float64)
+    if effect.alpha_asymmetry and side.any():
+        gain = np.clip(1.0 + 0.6 * effect.alpha_asymmetry * side * expressed.eeg_valence, 0.0, None)
+        out += 6.0 * (np.abs(side) * gain)[:, None] * band_noise(rng, 1, n, sfreq, (8.0, 13.0))
+    if effect.beta_power:
+        amplitude = 2.5 * max(0.0, 1.0 + effect.beta_power * expressed.eeg_arousal)
+        out += amplitude * band_noise(rng, len(names), n, sfreq, (13.0, 30.0))
+    return out
+
+
+def heart_rate(base_bpm: float, expressed: Expressed, effect: PlantedEffect) -> float:
+    return float(np.clip(base_bpm + 15.0 * effect.heart_rate * expressed.body_arousal, 40.0, 150.0))
+
+
+def skin_conductance_shift(expressed: Expressed, effect: PlantedEffect) -> float:
+    return float(1.5 * effect.gsr_level * (1.0 + np.clip(expressed.body_arousal, -1.0, 1.0)))
+
+
+def effect_rng(seed: int, *keys: int) -> np.random.Generator:
+    """Draws of the planted effect, apart from the signal's own (adding an effect leaves those as they were)."""
+    return np.random.default_rng([seed, 104729, *keys])
 
 
 # ---------------------------------------------------------------- emotion datasets
@@ -110,23 +208,34 @@ def evoked_eeg(shared: np.random.Generator, n_channels: int, seconds: float, sfr
     return amplitude_uv * shared.standard_normal((n_channels, 1)) * wave / (wave.std() + 1e-12)
 
 
-def write_deap(out_dir: str | Path, subjects: tuple[int, ...] = (1,), n_trials: int = 4, seed: int = 0) -> list[Path]:
+def write_deap(out_dir: str | Path, subjects: tuple[int, ...] = (1,), n_trials: int = 4, seed: int = 0,
+               effect: PlantedEffect = PlantedEffect(), stimulus_s: float = 60.0) -> list[Path]:
     """`data_preprocessed_python/sXX.dat`: pickle (protocol 2, latin-1 readable) of
-    {'data': (trials, 40, 8064) float32 at 128 Hz with the 3-s baseline first, 'labels': (trials, 4)}."""
+    {'data': (trials, 40, 8064) float32 at 128 Hz with the 3-s baseline first, 'labels': (trials, 4)}
+    (`stimulus_s` other than DEAP's 60 s gives shorter trials, for quick tests)."""
     folder = Path(out_dir) / "data_preprocessed_python"
     folder.mkdir(parents=True, exist_ok=True)
+    seconds, onset = 3.0 + stimulus_s, 3.0
+    start = int(onset * 128)
     paths = []
     for subject in subjects:
         rng = np.random.default_rng([seed, subject])
+        planted = effect_rng(seed, subject)
+        ratings = np.round(planted.uniform(1, 9, (n_trials, 4)), 2)
+        base_bpm = planted.uniform(62.0, 78.0)
         trials = []
         for trial in range(n_trials):
             shared = stimulus(seed, trial)
-            response = evoked_eeg(shared, len(DEAP_EEG_32), 63.0, 128.0)
-            other = peripheral(rng, 63.0, 128.0, gsr_onsets_s=shared.uniform(3.0, 60.0, 6))
+            expressed = Expressed.draw(planted, scaled(ratings[trial, 0], 1, 9), scaled(ratings[trial, 1], 1, 9), effect)
+            response = evoked_eeg(shared, len(DEAP_EEG_32), seconds, 128.0)
+            other = peripheral(rng, seconds, 128.0, gsr_onsets_s=shared.uniform(onset, seconds, 6),
+                               bpm=heart_rate(base_bpm, expressed, effect),
+                               gsr_shift=skin_conductance_shift(expressed, effect), stimulus_from_s=onset)
             rows = [other[k] for k in ("eog", "eog", "emg", "emg", "gsr", "resp", "ppg", "temp")]
-            trials.append(np.vstack([eeg(rng, DEAP_EEG_32, 63.0, 128.0) + response, np.stack(rows)]))
-        content = {"data": np.stack(trials).astype(np.float32),
-                   "labels": np.round(rng.uniform(1, 9, (n_trials, 4)), 2)}
+            brain = eeg(rng, DEAP_EEG_32, seconds, 128.0) + response
+            brain[:, start:] += emotional_eeg(planted, DEAP_EEG_32, stimulus_s, 128.0, expressed, effect)
+            trials.append(np.vstack([brain, np.stack(rows)]))
+        content = {"data": np.stack(trials).astype(np.float32), "labels": ratings}
         path = folder / f"s{subject:02d}.dat"
         path.write_bytes(pickle.dumps(content, protocol=2))
         paths.append(path)
@@ -134,13 +243,23 @@ def write_deap(out_dir: str | Path, subjects: tuple[int, ...] = (1,), n_trials: 
 
 
 SEED_LABELS = (1, 0, -1, -1, 0, 1, -1, 0, 1, 1, 0, -1, 0, 1, -1)
+# (valence, arousal) a film class expresses: SEED -1/0/1, SEED-IV 0 neutral, 1 sad, 2 fear, 3 happy
+SEED_EXPRESSED = {-1: (-1.0, 0.5), 0: (0.0, -0.5), 1: (1.0, 0.5)}
+SEED_IV_EXPRESSED = {0: (0.0, -0.5), 1: (-1.0, -0.5), 2: (-1.0, 1.0), 3: (1.0, 0.5)}
 
 
-def _seed_trials(rng: np.random.Generator, prefix: str, n_trials: int, trial_s: float) -> dict[str, np.ndarray]:
-    return {f"{prefix}_eeg{k}": eeg(rng, SEED_62, trial_s, 200.0) for k in range(1, n_trials + 1)}
+def _seed_trials(rng: np.random.Generator, planted: np.random.Generator, prefix: str, classes: tuple[int, ...],
+                 expressed_by_class: dict, trial_s: float, effect: PlantedEffect) -> dict[str, np.ndarray]:
+    trials = {}
+    for k, film in enumerate(classes, start=1):
+        expressed = Expressed.draw(planted, *expressed_by_class[film], effect)
+        trials[f"{prefix}_eeg{k}"] = eeg(rng, SEED_62, trial_s, 200.0) + emotional_eeg(
+            planted, SEED_62, trial_s, 200.0, expressed, effect)
+    return trials
 
 
-def write_seed(out_dir: str | Path, subjects: tuple[int, ...] = (1,), trial_s: float = 4.0, seed: int = 0) -> list[Path]:
+def write_seed(out_dir: str | Path, subjects: tuple[int, ...] = (1,), trial_s: float = 4.0, seed: int = 0,
+               effect: PlantedEffect = PlantedEffect()) -> list[Path]:
     """`Preprocessed_EEG/{subject}_{date}.mat` with 15 `*_eegN` trials (62, T) at 200 Hz, and `label.mat`."""
     folder = Path(out_dir) / "Preprocessed_EEG"
     folder.mkdir(parents=True, exist_ok=True)
@@ -149,14 +268,17 @@ def write_seed(out_dir: str | Path, subjects: tuple[int, ...] = (1,), trial_s: f
     for subject in subjects:
         rng = np.random.default_rng([seed, subject])
         path = folder / f"{subject}_20140411.mat"
-        scipy.io.savemat(path, _seed_trials(rng, f"s{subject}x", 15, trial_s))
+        scipy.io.savemat(path, _seed_trials(rng, effect_rng(seed, subject), f"s{subject}x", SEED_LABELS,
+                                            SEED_EXPRESSED, trial_s, effect))
         paths.append(path)
     return paths
 
 
 def write_seediv(out_dir: str | Path, sessions: tuple[int, ...] = (1,), subjects: tuple[int, ...] = (1,),
-                 trial_s: float = 4.0, seed: int = 0) -> list[Path]:
+                 trial_s: float = 4.0, seed: int = 0, effect: PlantedEffect = PlantedEffect()) -> list[Path]:
     """`eeg_raw_data/{session}/{subject}_{date}.mat` with 24 `*_eegN` trials (62, T) at 200 Hz."""
+    from physiofm.data.readers.matlab_layouts import SEED_IV_LABELS
+
     paths = []
     for session in sessions:
         folder = Path(out_dir) / "eeg_raw_data" / str(session)
@@ -164,7 +286,8 @@ def write_seediv(out_dir: str | Path, sessions: tuple[int, ...] = (1,), subjects
         for subject in subjects:
             rng = np.random.default_rng([seed, session, subject])
             path = folder / f"{subject}_2018061{session}.mat"
-            scipy.io.savemat(path, _seed_trials(rng, f"p{subject}", 24, trial_s))
+            scipy.io.savemat(path, _seed_trials(rng, effect_rng(seed, session, subject), f"p{subject}",
+                                                SEED_IV_LABELS[str(session)], SEED_IV_EXPRESSED, trial_s, effect))
             paths.append(path)
     return paths
 
@@ -177,25 +300,35 @@ def _cells(arrays: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
 
 
 def write_dreamer(out_dir: str | Path, n_subjects: int = 2, n_trials: int = 18, stimulus_s: float = 6.0,
-                  baseline_s: float = 3.0, seed: int = 0) -> Path:
+                  baseline_s: float = 3.0, seed: int = 0, effect: PlantedEffect = PlantedEffect()) -> Path:
     """`DREAMER.mat`: struct DREAMER.Data{subject}.EEG/ECG.{baseline,stimuli}{trial} (time × 14 at
     128 Hz, time × 2 at 256 Hz) and ScoreValence/Arousal/Dominance (18 × 1, 1-5)."""
     rng = np.random.default_rng(seed)
     shared = [stimulus(seed, trial) for trial in range(n_trials)]
     responses = [evoked_eeg(s, len(EMOTIV_14), stimulus_s, 128.0) for s in shared]
-    heart_rates = [s.uniform(55.0, 95.0) for s in shared]
+    film_bpm = [s.uniform(-8.0, 8.0) for s in shared]  # what each film does to everyone's heart rate
     subjects = []
-    for _ in range(n_subjects):
+    for index in range(n_subjects):
+        planted = effect_rng(seed, index)
+        scores = {f"Score{k}": planted.integers(1, 6, (n_trials, 1)).astype(float)
+                  for k in ("Valence", "Arousal", "Dominance")}
+        expressed = [Expressed.draw(planted, scaled(scores["ScoreValence"][t, 0], 1, 5),
+                                    scaled(scores["ScoreArousal"][t, 0], 1, 5), effect) for t in range(n_trials)]
+        base_bpm = planted.uniform(62.0, 78.0)
         signals = {"EEG": {}, "ECG": {}}
         for part, seconds in (("baseline", baseline_s), ("stimuli", stimulus_s)):
-            evoked = responses if part == "stimuli" else [0.0] * n_trials
-            bpm = heart_rates if part == "stimuli" else [70.0] * n_trials
-            eeg_trials = [(eeg(rng, EMOTIV_14, seconds, 128.0) + evoked[t]).T + 4200.0  # Emotiv DC offset
-                          for t in range(n_trials)]
+            stimuli = part == "stimuli"
+            eeg_trials = []
+            for t in range(n_trials):
+                brain = eeg(rng, EMOTIV_14, seconds, 128.0)
+                if stimuli:
+                    brain += responses[t] + emotional_eeg(planted, EMOTIV_14, seconds, 128.0, expressed[t], effect)
+                eeg_trials.append(brain.T + 4200.0)  # Emotiv DC offset
+            bpm = [heart_rate(base_bpm + film_bpm[t], expressed[t], effect) if stimuli else base_bpm
+                   for t in range(n_trials)]
             signals["EEG"][part] = _cells(eeg_trials, (n_trials, 1))
             signals["ECG"][part] = _cells([ecg(rng, 2, seconds, 256.0, bpm=bpm[t]).T for t in range(n_trials)],
                                           (n_trials, 1))
-        scores = {f"Score{k}": rng.integers(1, 6, (n_trials, 1)).astype(float) for k in ("Valence", "Arousal", "Dominance")}
         subjects.append({"Age": "25", "Gender": "female", "EEG": signals["EEG"], "ECG": signals["ECG"], **scores})
     root = {"Data": _cells(subjects, (1, n_subjects)), "EEG_SamplingRate": 128.0, "ECG_SamplingRate": 256.0,
             "EEG_Electrodes": _cells(list(EMOTIV_14), (1, 14)), "noOfSubjects": float(n_subjects),
@@ -207,21 +340,27 @@ def write_dreamer(out_dir: str | Path, n_subjects: int = 2, n_trials: int = 18, 
 
 
 def write_amigos(out_dir: str | Path, participants: tuple[int, ...] = (1,), n_trials: int = 20, trial_s: float = 4.0,
-                 empty_trials: tuple[int, ...] = (20,), seed: int = 0) -> list[Path]:
+                 empty_trials: tuple[int, ...] = (20,), seed: int = 0, effect: PlantedEffect = PlantedEffect()) -> list[Path]:
     """`Data_Preprocessed_P{NN}.mat`: joined_data (1 × 20 cells, time × 17: 14 EEG, 2 ECG, GSR at
     128 Hz) and labels_selfassessment (1 × 20 cells of 12 ratings); `empty_trials` are 0 × 17."""
     paths = []
     for participant in participants:
         rng = np.random.default_rng([seed, participant])
+        planted = effect_rng(seed, participant)
+        base_bpm = planted.uniform(62.0, 78.0)
         trials, ratings = [], []
         for t in range(1, n_trials + 1):
             if t in empty_trials:
                 trials.append(np.zeros((0, 17)))
                 ratings.append(np.zeros((0, 12)))
                 continue
-            trials.append(np.vstack([eeg(rng, EMOTIV_14, trial_s, 128.0), ecg(rng, 2, trial_s, 128.0),
-                                     gsr(rng, trial_s, 128.0)]).T)
-            ratings.append(np.round(rng.uniform(1, 9, (1, len(AMIGOS_RATINGS))), 2))
+            scores = np.round(planted.uniform(1, 9, (1, len(AMIGOS_RATINGS))), 2)  # arousal, valence, ...
+            expressed = Expressed.draw(planted, scaled(scores[0, 1], 1, 9), scaled(scores[0, 0], 1, 9), effect)
+            brain = eeg(rng, EMOTIV_14, trial_s, 128.0) + emotional_eeg(planted, EMOTIV_14, trial_s, 128.0,
+                                                                         expressed, effect)
+            trials.append(np.vstack([brain, ecg(rng, 2, trial_s, 128.0, bpm=heart_rate(base_bpm, expressed, effect)),
+                                     gsr(rng, trial_s, 128.0, shift=skin_conductance_shift(expressed, effect))]).T)
+            ratings.append(scores)
         path = Path(out_dir) / f"Data_Preprocessed_P{participant:02d}.mat"
         path.parent.mkdir(parents=True, exist_ok=True)
         scipy.io.savemat(path, {"joined_data": _cells(trials, (1, n_trials)),

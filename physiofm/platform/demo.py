@@ -35,3 +35,30 @@ def physiosync_demo_corpus(dataset: str, folder: Path) -> str:
     """DEAP (4 subjects x 4 trials of 60 s) or DREAMER (4 subjects x 6 films of 30 s), with
     stimulus-locked responses shared by the subjects of a trial."""
     return _demo(dataset, folder, 4)
+
+
+EMOTION_DEMO_SOURCE = {"dreamer": "deap", "deap": "dreamer", "amigos": "dreamer", "seed": "seediv", "seediv": "seed"}
+
+
+def emotion_demo_corpus(dataset: str, folder: Path, seed: int = 0) -> str:
+    """A labelled corpus in `dataset`'s native layout with the synthetic writers' planted effect
+    (valence -> frontal alpha asymmetry; arousal -> beta power, skin conductance, heart rate):
+    DEAP 6 subjects x 10 trials of 60 s; DREAMER 6 x 12 films of 20 s; AMIGOS 6 x 12 trials of
+    20 s (one empty); SEED 4 subjects x 15 trials of 12 s; SEED-IV 4 subjects x 24 trials of 8 s."""
+    from physiofm.data import synthetic
+
+    writers = {
+        "deap": lambda out: synthetic.write_deap(out, subjects=tuple(range(1, 7)), n_trials=10, seed=seed),
+        "dreamer": lambda out: synthetic.write_dreamer(out, n_subjects=6, n_trials=12, stimulus_s=20.0, seed=seed),
+        "amigos": lambda out: synthetic.write_amigos(out, participants=tuple(range(1, 7)), n_trials=12, trial_s=20.0,
+                                                     empty_trials=(12,), seed=seed),
+        "seed": lambda out: synthetic.write_seed(out, subjects=(1, 2, 3, 4), trial_s=12.0, seed=seed),
+        "seediv": lambda out: synthetic.write_seediv(out, sessions=(1,), subjects=(1, 2, 3, 4), trial_s=8.0, seed=seed),
+    }
+    if dataset not in writers:
+        raise ValueError(f"dataset must be one of {sorted(writers)}, got {dataset!r}")
+    done = folder.parent / f".{folder.name}.complete"
+    if not done.exists():
+        writers[dataset](folder)
+        done.write_text("written by physiofm.platform.demo.emotion_demo_corpus\n")
+    return str(folder)

@@ -3,6 +3,7 @@
     masked_reconstruction   CBraMod EEG / ECG dual masking on patch windows (C, N, P)
     scmm                    soft contrastive masked modeling on DE features (C, 5)
     physiosync              LS-TCL + CM-CA on stimulus segments of EEG and a peripheral signal
+    supervised              fine-tuning: pretrained encoders (frozen or not) + a head, on labelled windows
 
 Each method config says how to build its objective (`build`), which corpus columns it streams
 (`columns`), which preprocessing preset prepares a raw corpus for it (`default_preset`), and what a
@@ -16,14 +17,16 @@ from physiofm.platform.config import ConfigError, MethodConfig
 from physiofm.platform.methods.masked import MaskedReconstructionConfig
 from physiofm.platform.methods.physiosync import PHYSIOSYNC_LAYOUTS, RESOLUTIONS, PhysioSyncMethodConfig
 from physiofm.platform.methods.scmm import SCMM_CORPORA, SCMMMethodConfig
+from physiofm.platform.methods.supervised import SupervisedMethodConfig
 
 __all__ = ["METHODS", "MaskedReconstructionConfig", "PHYSIOSYNC_LAYOUTS", "PhysioSyncMethodConfig", "RESOLUTIONS",
-           "SCMMMethodConfig", "SCMM_CORPORA", "read_initial_weights"]
+           "SCMMMethodConfig", "SCMM_CORPORA", "SupervisedMethodConfig", "read_initial_weights"]
 
 METHODS: dict[str, type[MethodConfig]] = {
     MaskedReconstructionConfig.name: MaskedReconstructionConfig,
     SCMMMethodConfig.name: SCMMMethodConfig,
     PhysioSyncMethodConfig.name: PhysioSyncMethodConfig,
+    SupervisedMethodConfig.name: SupervisedMethodConfig,
 }
 
 
