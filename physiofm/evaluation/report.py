@@ -38,11 +38,13 @@ def protocol_name(doc: dict) -> str:
 
 
 def encoder_name(doc: dict) -> str:
-    parts = []
+    """"spectral (no pretraining) for eeg, ecg; fine-tuned": modalities sharing an encoder named once."""
+    groups: dict[tuple[str, str], list[str]] = {}
     for modality, enc in doc["encoders"].items():
-        source = enc.get("source", "")
-        parts.append(f"{modality}: {enc['family']}" + (f" ({source})" if source else ""))
-    return "; ".join(parts) + (" — frozen" if doc["frozen"] else " — fine-tuned")
+        groups.setdefault((enc["family"], enc.get("source", "")), []).append(modality)
+    parts = [f"{family}" + (f" ({source})" if source else "") + f" for {', '.join(mods)}"
+             for (family, source), mods in groups.items()]
+    return "; ".join(parts) + ("; frozen" if doc["frozen"] else "; fine-tuned")
 
 
 def render_markdown(doc: dict, command: str = "") -> str:
@@ -104,6 +106,7 @@ def confusion_png(matrix: Sequence[Sequence[int]], classes: Sequence[str], title
     ConfusionMatrixDisplay(np.asarray(matrix), display_labels=list(classes)).plot(ax=axes, colorbar=False,
                                                                                   cmap="Blues")
     axes.set_title(title, fontsize=9)
+    figure.tight_layout()
     return _png(figure)
 
 

@@ -67,7 +67,8 @@ def _load(data: bytes, uri: str) -> Any:
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file is the user's bad --init
-        raise ConfigError(f"--init {uri!r} is not a torch weights file: {type(err).__name__}: {err}") from err
+        raise ConfigError(f"--init {uri!r} is not a weights file that torch.load(weights_only=True) reads "
+                          f"({type(err).__name__}); give a state_dict or a physiofm export (.pt)") from err
 
 
 def _run_record(uri: str) -> dict:

@@ -14,7 +14,9 @@ Order of work, each step before the next may start:
    parallel; 5. metrics (scikit-learn) per fold and over folds; the caller writes the report.
 
 A sweep trial (Ray Tune) calls `run_protocol` with `evaluate_test=False` and reads
-`validation_mean`: the test windows of a fold are then never predicted.
+`validation_mean`: the test windows of a fold are then never predicted. A trial that reports every
+epoch (ASHA) runs one fold in its own process instead: `prepared = prepare_protocol(config)`, then
+`fit_fold(prepared.fold_task(k), prepared.fold_arrays(), prepared.plan.weights, on_epoch=report)`.
 """
 from __future__ import annotations
 
@@ -130,6 +132,10 @@ def plan(config: FinetuneConfig) -> Plan:
     cfg = config
     _choice("dataset", cfg.dataset, DATASETS)
     _choice("protocol", cfg.protocol, PROTOCOLS)
+    if cfg.protocol == "cross-corpus" and not (cfg.source or cfg.root or cfg.init):
+        from physiofm.platform.demo import EMOTION_DEMO_SOURCE
+
+        cfg.source = EMOTION_DEMO_SOURCE[cfg.dataset]  # the demo: the paired demo corpus as the source
     label = cfg.label or DEFAULT_LABELS[cfg.dataset]
     try:
         scheme = label_scheme(cfg.dataset, label)
@@ -143,6 +149,8 @@ def plan(config: FinetuneConfig) -> Plan:
     for m in modalities:
         if m not in available:
             raise ConfigError(f"--modalities: {cfg.dataset} has no {m!r} signals; its modalities: {list(available)}")
+    if cfg.protocol == "cross-corpus" and cfg.source in DATASET_MODALITIES and not modalities:
+        available = {m: c for m, c in available.items() if m in DATASET_MODALITIES[cfg.source]}  # both record
     if "" in families:
         family = FAMILIES[families[""]]
         if not modalities:
@@ -202,6 +210,8 @@ def plan(config: FinetuneConfig) -> Plan:
         (128,) if set(encoders.values()) == {"spectral"} else (256,))
     result = Plan(cfg, scheme, encoders, columns, form, preset, options, corpora, head, pooling, hidden)
     inits = _pairs(cfg.init, "init", tuple(encoders))
+    if "" in inits and set(encoders.values()) == {"physiosync"}:
+        inits = {m: inits[""] for m in encoders}  # one export folder holds both modalities' encoders
     if "" in inits:
         pretrained = [m for m, f in encoders.items() if f != "spectral"]
         if len(pretrained) != 1:
@@ -216,14 +226,15 @@ def plan(config: FinetuneConfig) -> Plan:
         elif FAMILIES[family].needs_init:
             raise ConfigError(f"--encoder {family} needs --init (for {m}): {FAMILIES[family].description}")
         else:
-            result.provenance[m] = {"source": "no pretraining (spectral features)" if family == "spectral"
-                                    else "random initialisation (no --init): trained from scratch"}
-    SupervisedCheck(result).validate()
+            result.provenance[m] = {"source": "no pretraining" if family == "spectral"
+                                    else "random initialisation, no --init"}
+    Recipe(result).validate()
     return result
 
 
-class SupervisedCheck:
-    """The method config the folds will train, validated now (named errors before anything starts)."""
+class Recipe:
+    """The method config and `TrainConfig` every fold trains with; validated at planning time, so
+    a bad head or encoder combination is refused before anything starts."""
 
     def __init__(self, p: Plan):
         self.plan = p
@@ -251,14 +262,10 @@ class SupervisedCheck:
 
 def _source_corpus(cfg: FinetuneConfig, scheme: LabelScheme, encoders: dict[str, str]) -> list[tuple[str, str, str]]:
     if not cfg.source:
-        if any(f in ("scmm", "cbramod", "ecg", "physiosync") for f in encoders.values()) and cfg.init:
-            return []  # pretrained on the source corpus (the export's provenance says which): adapt + test only
-        from physiofm.platform.demo import EMOTION_DEMO_SOURCE
-
-        if cfg.root:
-            raise ConfigError("--protocol cross-corpus needs --source DATASET --source-root URI (a labelled source "
-                              "corpus), or an --init encoder pretrained on the source corpus")
-        cfg.source = EMOTION_DEMO_SOURCE[cfg.dataset]  # the demo: the paired demo corpus
+        if cfg.init:
+            return []  # an encoder pretrained on the source corpus (its provenance says which): adapt + test only
+        raise ConfigError("--protocol cross-corpus needs --source DATASET --source-root URI (a labelled source "
+                          "corpus), or an --init encoder pretrained on the source corpus")
     _choice("source", cfg.source, DATASETS)
     if cfg.source == cfg.dataset:
         raise ConfigError(f"--source {cfg.source!r} is the target dataset; cross-corpus needs another corpus")
@@ -363,7 +370,7 @@ def load_windows(p: Plan, log: Log = print) -> tuple[dict[str, np.ndarray], dict
             log(f"[finetune] no --{'root' if role == 'target' else 'source-root'} given: demo {dataset} corpus in {root}")
         uri = prepared_uri(p, dataset, root)
         log(f"[finetune] {role} {dataset}: windows with preset '{p.preset}' in {uri}")
-        prepare_corpus([root], uri, preset=p.preset, preset_options=p.preset_options, progress=lambda line: None)
+        prepare_corpus([root], uri, preset=p.preset, preset_options=p.preset_options, progress=log)
         info = corpus_info(uri)
         columns = sorted(set(p.columns.values()))
         windows = read_windows(uri, columns=[*columns, *META_COLUMNS])
@@ -436,12 +443,35 @@ class ProtocolResult:
         return self.document["validation"]
 
 
-def run_protocol(config: FinetuneConfig, *, address: str | None = None, log: Log = print,
-                 checked: Plan | None = None) -> ProtocolResult:
-    """Everything but writing the report: see the module's docstring."""
-    import ray
+@dataclass
+class Prepared:
+    """A run's data and folds, ready for fold tasks (what a sweep trial may use one fold of)."""
 
-    from physiofm.platform.fold import fit_fold
+    plan: Plan
+    arrays: dict[str, np.ndarray]
+    table: WindowTable
+    folds: list
+    protocol: ProtocolConfig
+    train_config: TrainConfig
+    described: dict[str, Any]
+    started: float
+
+    def fold_task(self, index: int, device: str = "cpu") -> dict[str, Any]:
+        """The `fit_fold` task of fold `index`."""
+        cfg, fold = self.plan.config, self.folds[index]
+        return {"train_config": self.train_config.to_dict(), "epochs": cfg.epochs,
+                "selection_metric": cfg.selection_metric, "evaluate_test": cfg.evaluate_test,
+                "save_model": cfg.save_models, "device": device,
+                "fold": {"name": fold.name, "index": index, "subject": fold.subject, "train": fold.train,
+                         "validation": fold.validation, "test": fold.test}}
+
+    def fold_arrays(self) -> dict[str, np.ndarray]:
+        return {c: self.arrays[c] for c in (*set(self.plan.columns.values()), "y")}
+
+
+def prepare_protocol(config: FinetuneConfig, *, address: str | None = None, log: Log = print,
+                     checked: Plan | None = None) -> Prepared:
+    """Plan, prepare and label the corpora, and make the protocol's folds (steps 1-3)."""
     from physiofm.platform.trainer import connect_ray
 
     started = time.perf_counter()
@@ -460,28 +490,33 @@ def run_protocol(config: FinetuneConfig, *, address: str | None = None, log: Log
     protocol = ProtocolConfig(cfg.protocol, folds=cfg.folds, seed=cfg.seed, validation_fraction=cfg.validation_fraction,
                               per_subject=cfg.per_subject, adapt_fraction=cfg.adapt_fraction)
     folds = make_folds(table, protocol)
+    train_config = Recipe(p).train_config(described["shapes"])
+    train_config.method.check_corpus(described["shapes"])
+    return Prepared(p, arrays, table, folds, protocol, train_config, described, started)
+
+
+def run_protocol(config: FinetuneConfig, *, address: str | None = None, log: Log = print,
+                 checked: Plan | None = None) -> ProtocolResult:
+    """Everything but writing the report: see the module's docstring."""
+    import ray
+
+    from physiofm.platform.fold import fit_fold
+
+    prepared = prepare_protocol(config, address=address, log=log, checked=checked)
+    p, cfg, folds, table = prepared.plan, prepared.plan.config, prepared.folds, prepared.table
     chosen = list(cfg.fold_indices) or list(range(len(folds)))
     bad = [i for i in chosen if not 0 <= i < len(folds)]
     if bad:
         raise ConfigError(f"fold_indices {bad} out of range: this protocol has folds 0..{len(folds) - 1}")
-    train_config = SupervisedCheck(p).train_config(described["shapes"])
-    train_config.method.check_corpus(described["shapes"])
     log(f"[finetune] {cfg.dataset} {cfg.protocol}, label {p.scheme.name} ({', '.join(p.scheme.classes)}): "
         f"{len(table)} windows, {len(set(table.trial.tolist()))} trials, {len(set(table.subject.tolist()))} subjects; "
         f"{len(chosen)} of {len(folds)} folds in parallel as Ray tasks ({cfg.cpus_per_fold:g} CPU each)")
 
-    keep = {c: arrays[c] for c in (*set(p.columns.values()), "y")}
-    arrays_ref, weights_ref = ray.put(keep), ray.put(p.weights)
+    arrays_ref, weights_ref = ray.put(prepared.fold_arrays()), ray.put(p.weights)
     task = ray.remote(num_cpus=cfg.cpus_per_fold, num_gpus=cfg.gpus_per_fold, max_retries=0)(fit_fold)
     device = "cuda" if cfg.gpus_per_fold > 0 else "cpu"
-    pending = {}
-    for i in chosen:
-        fold = folds[i]
-        spec = {"train_config": train_config.to_dict(), "epochs": cfg.epochs, "selection_metric": cfg.selection_metric,
-                "evaluate_test": cfg.evaluate_test, "save_model": cfg.save_models, "device": device,
-                "fold": {"name": fold.name, "index": i, "subject": fold.subject, "train": fold.train,
-                         "validation": fold.validation, "test": fold.test}}
-        pending[task.remote(spec, arrays_ref, weights_ref, max(1, int(cfg.cpus_per_fold)))] = i
+    pending = {task.remote(prepared.fold_task(i, device), arrays_ref, weights_ref, max(1, int(cfg.cpus_per_fold))): i
+               for i in chosen}
     results: dict[int, dict] = {}
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
@@ -497,7 +532,8 @@ def run_protocol(config: FinetuneConfig, *, address: str | None = None, log: Log
             + (f", test balanced accuracy {test['balanced_accuracy']:.3f} (chance {r['chance']['balanced_accuracy']:.3f})"
                if test else "") + f", {r['seconds']:.1f} s")
     ordered = [results[i] for i in chosen]
-    document = _document(p, ordered, folds, chosen, protocol, described, table, time.perf_counter() - started)
+    document = _document(p, ordered, folds, chosen, prepared.protocol, prepared.described, table,
+                         time.perf_counter() - prepared.started)
     return ProtocolResult(document, ordered)
 
 

@@ -14,7 +14,7 @@ import hashlib
 import io
 import math
 import time
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -40,10 +40,11 @@ def _batches(positions: np.ndarray, batch_size: int, generator: np.random.Genera
 
 
 def fit_fold(task: Mapping[str, Any], arrays: Mapping[str, np.ndarray], weights: Mapping | None = None,
-             threads: int = 1) -> dict[str, Any]:
+             threads: int = 1, on_epoch: Callable[[dict], None] | None = None) -> dict[str, Any]:
     """Train and score one fold. `task`: {"train_config": TrainConfig dict, "fold": {name, index,
     train, validation, test (window indices)}, "epochs", "selection_metric", "evaluate_test",
-    "save_model"}; `arrays`: every window's modality columns and class `y`."""
+    "save_model"}; `arrays`: every window's modality columns and class `y`; `on_epoch(point)` gets
+    each epoch's training loss and validation scores as they come (a sweep's early stopping)."""
     started = time.perf_counter()
     torch.set_num_threads(max(1, int(threads)))
     device = torch.device(task.get("device", "cpu"))
@@ -111,6 +112,8 @@ def fit_fold(task: Mapping[str, Any], arrays: Mapping[str, np.ndarray], weights:
         else:
             key = (float(epoch), 0.0)  # nothing to select on: the last epoch
         curve.append(point)
+        if on_epoch is not None:
+            on_epoch(dict(point))
         if key > best["key"]:
             best.update(key=key, epoch=epoch, state={k: v.detach().clone() for k, v in objective.state_dict().items()})
 
