@@ -92,7 +92,8 @@ def parser() -> argparse.ArgumentParser:
     optim = cli.add_argument_group("training")
     optim.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help=f"(default {DEFAULTS.epochs})")
     optim.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help=f"(default {DEFAULTS.batch_size})")
-    optim.add_argument("--lr", type=float, default=DEFAULTS.lr, help=f"head learning rate (default {DEFAULTS.lr:g})")
+    optim.add_argument("--lr", type=float, default=DEFAULTS.lr,
+                       help="head learning rate (default: 3e-3 with the spectral encoder, else 1e-3, CBraMod's)")
     optim.add_argument("--backbone-lr", type=float, default=DEFAULTS.backbone_lr,
                        help=f"learning rate of trained encoders (default {DEFAULTS.backbone_lr:g})")
     optim.add_argument("--weight-decay", type=float, default=DEFAULTS.weight_decay,

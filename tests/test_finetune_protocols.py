@@ -20,12 +20,12 @@ import torch
 
 from physiofm.data import synthetic
 from physiofm.encoders import CBraMod
-from physiofm.platform.finetune import FinetuneConfig, run_protocol
+from physiofm.platform.finetune import FinetuneConfig, prepare_protocol, run_protocol
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
-FAST = {"epochs": 12, "batch_size": 16, "save_models": False}
+FAST = {"epochs": 8, "batch_size": 16, "save_models": False}
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def corpora(ray_local, tmp_path_factory):
     # valence only in the EEG (alpha asymmetry), arousal only in the ECG (heart rate)
     split_effect = synthetic.PlantedEffect(alpha_asymmetry=1.0, beta_power=0.0, gsr_level=0.0, heart_rate=1.0,
                                            trial_noise=0.0)
-    synthetic.write_dreamer(root / "fusion", n_subjects=3, n_trials=12, stimulus_s=16.0, seed=3, effect=split_effect)
+    synthetic.write_dreamer(root / "fusion", n_subjects=4, n_trials=16, stimulus_s=16.0, seed=3, effect=split_effect)
     return {"root": root, "address": ray_local.get_runtime_context().gcs_address, "cache": str(root / "prepared")}
 
 
@@ -83,20 +83,21 @@ def test_same_seed_gives_the_same_metrics_bit_for_bit(corpora, outcomes):
     for a, b in zip(first.folds, again.folds):
         np.testing.assert_array_equal(a["test_prob"], b["test_prob"])
     assert again.document["split"] == first.document["split"]
-    other = run(corpora, "deap", "deap", protocol="subject-dependent", folds=3, label="arousal",
-                modalities=("eeg", "peripheral"), seed=1)
-    assert other.document["split"] != first.document["split"]
+    other = prepare_protocol(FinetuneConfig(dataset="deap", root=str(corpora["root"] / "deap"), folds=3,
+                                            label="arousal", modalities=("eeg", "peripheral"), seed=1,
+                                            prepared_cache=corpora["cache"]), log=lambda line: None)
+    assert [f.to_dict() for f in other.folds] != first.document["split"]["folds"]  # another seed, another split
 
 
 def test_eeg_and_ecg_together_beat_each_alone_when_each_carries_its_own_signal(corpora):
     scores = {}
     for name, modalities in (("eeg+ecg", ("eeg", "ecg")), ("eeg", ("eeg",)), ("ecg", ("ecg",))):
         result = run(corpora, "dreamer", "fusion", protocol="subject-dependent", folds=3, label="quadrant",
-                     modalities=modalities, epochs=20)
+                     modalities=modalities, epochs=30)
         scores[name] = result.document["mean"]["balanced_accuracy"]
-    print("quadrant balanced accuracy:", scores)
-    assert scores["eeg+ecg"] >= max(scores["eeg"], scores["ecg"]) + 0.1, scores
-    assert min(scores["eeg"], scores["ecg"]) > 0.3  # each alone finds its half (chance 0.25)
+    print("quadrant balanced accuracy:", scores)  # chance 0.25; each modality alone knows half the label
+    assert scores["eeg+ecg"] >= max(scores["eeg"], scores["ecg"]) + 0.08, scores
+    assert scores["eeg+ecg"] >= 0.45 and min(scores["eeg"], scores["ecg"]) > 0.3
 
 
 def test_frozen_encoder_is_bit_unchanged_and_the_job_writes_its_report(corpora, tmp_path):

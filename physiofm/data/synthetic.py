@@ -306,7 +306,7 @@ def write_dreamer(out_dir: str | Path, n_subjects: int = 2, n_trials: int = 18, 
     rng = np.random.default_rng(seed)
     shared = [stimulus(seed, trial) for trial in range(n_trials)]
     responses = [evoked_eeg(s, len(EMOTIV_14), stimulus_s, 128.0) for s in shared]
-    film_bpm = [s.uniform(-8.0, 8.0) for s in shared]  # what each film does to everyone's heart rate
+    film_bpm = [s.uniform(-4.0, 4.0) for s in shared]  # what each film does to everyone's heart rate
     subjects = []
     for index in range(n_subjects):
         planted = effect_rng(seed, index)

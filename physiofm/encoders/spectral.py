@@ -16,8 +16,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-#: band edges in Hz: fine below 4 Hz (heart rate, skin conductance), then the EEG bands
-BAND_EDGES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 8.0, 13.0, 20.0, 30.0, 45.0, 70.0)
+#: band edges in Hz: 0.25 Hz apart up to 2 Hz (a heart rate's fundamental, a skin-conductance
+#: level in the first), then its harmonics, then the EEG bands
+BAND_EDGES = (0.0, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0, 8.0, 13.0, 20.0, 30.0, 45.0, 70.0)
 
 
 @dataclass

@@ -8,6 +8,8 @@ from typing import Any, Sequence
 
 PROTOCOL_NAMES = {"subject-dependent": "subject-dependent, {k}-fold by trial", "loso": "leave-one-subject-out",
                   "cross-subject": "cross-subject, {k}-fold over subjects", "cross-corpus": "cross-corpus"}
+SUBJECT_NOTE = (": each subject's trials are tested once across the k folds, and each subject's windows are "
+                "scored together")
 COLUMNS = (("accuracy", "Accuracy"), ("balanced_accuracy", "Balanced acc."), ("macro_f1", "Macro-F1"),
            ("weighted_f1", "Weighted-F1"), ("kappa", "Kappa"), ("auroc", "AUROC"))
 
@@ -53,15 +55,17 @@ def render_markdown(doc: dict, command: str = "") -> str:
     head = ["Dataset", "Protocol", "Label", "Encoder", "Head", "Folds", *[t for _, t in metrics], "Chance (acc. / bal.)"]
     row = [doc["dataset"].upper() if doc["dataset"] != "seediv" else "SEED-IV", protocol_name(doc),
            f"{doc['label']['name']} ({', '.join(doc['classes'])})", encoder_name(doc),
-           f"{doc['head']} ({' ⊕ '.join(doc['modalities'])})", str(len(doc["folds"])),
+           f"{doc['head']} ({' ⊕ '.join(doc['modalities'])})",
+           str(len(doc["folds"])) + (f" ({len(doc['subjects'])} subjects)" if doc.get("subjects") else ""),
            *[_value(k, doc["mean"].get(k), doc["std"].get(k)) for k, _ in metrics],
            f"{percent(doc['chance'].get('accuracy'))} / {percent(doc['chance'].get('balanced_accuracy'))}"]
     lines = [f"# Emotion recognition: {doc['dataset']} {doc['label']['name']}, {doc['protocol']}", ""]
     if doc.get("shuffled_labels"):
         lines += ["**Control run: labels shuffled among each subject's trials; chance-level scores are expected.**", ""]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), "| " + " | ".join(row) + " |", "",
-              "Mean ± std over folds (population std); accuracy, F1 and AUROC in %, kappa as is. Chance: the same "
-              "metrics of always answering each test fold's most common class, averaged.", "",
+              f"Mean ± std over {doc.get('averaged_over', 'folds')} (population std){SUBJECT_NOTE if doc.get('averaged_over') == 'subjects' else ''}; "
+              "accuracy, F1 and AUROC in %, kappa as is. Chance: the same metrics of always answering the most "
+              f"common class of each {'subject' if doc.get('averaged_over') == 'subjects' else 'test fold'}, averaged.", "",
               "## How these numbers were obtained", "",
               f"- Protocol: {protocol_name(doc)}; split seed {doc['split_seed']}; model selection on a validation "
               f"split carved from the training side ({doc['split']['validation_fraction']:.0%} of its "
@@ -83,6 +87,13 @@ def render_markdown(doc: dict, command: str = "") -> str:
                  f"cosine schedule, seed {recipe['seed']}.")
     if command:
         lines += ["", "Command:", "", "```", command, "```"]
+    if doc.get("subjects"):
+        lines += ["", "## Per subject", "", "| Subject | Test windows | " + " | ".join(t for _, t in metrics)
+                  + " | Chance (bal.) |", "|" + "---|" * (3 + len(metrics))]
+        for unit in doc["subjects"]:
+            lines.append(f"| {unit['subject']} | {unit['windows']} | "
+                         + " | ".join(_value(k, unit["metrics"].get(k)) for k, _ in metrics)
+                         + f" | {percent(unit['chance'].get('balanced_accuracy'))} |")
     lines += ["", "## Per fold", "", "| Fold | Train / val / test windows | Best epoch | "
               + " | ".join(t for _, t in metrics) + " | Chance (bal.) |", "|" + "---|" * (4 + len(metrics))]
     for fold in doc["folds"]:

@@ -63,7 +63,7 @@ class FinetuneConfig:
     folds: int = 5
     epochs: int = 30
     batch_size: int = 32
-    lr: float = 1e-3  # the head's
+    lr: float = 0.0  # the head's; 0 = 3e-3 for the spectral baseline, 1e-3 (CBraMod's head lr) otherwise
     backbone_lr: float = 1e-4  # trained encoders'
     weight_decay: float = 0.05
     label_smoothing: float = 0.1
@@ -186,6 +186,8 @@ def plan(config: FinetuneConfig) -> Plan:
     for name, value, low in (("folds", cfg.folds, 2), ("epochs", cfg.epochs, 1), ("batch-size", cfg.batch_size, 2)):
         if value < low:
             raise ConfigError(f"--{name} must be >= {low}, got {value}")
+    if not cfg.lr:
+        cfg.lr = 3e-3 if set(families.values()) == {"spectral"} else 1e-3
     for name, value in (("lr", cfg.lr), ("backbone-lr", cfg.backbone_lr), ("window-s", cfg.window_s)):
         if not value > 0:
             raise ConfigError(f"--{name} must be > 0, got {value}")
@@ -414,16 +416,26 @@ def window_table(arrays: dict[str, np.ndarray]) -> WindowTable:
                        role=arrays["role"], trial_order=order)
 
 
-def shuffle_trial_labels(table: WindowTable, seed: int) -> np.ndarray:
-    """Each subject's trial classes permuted among its trials (windows keep their trial's new class)."""
+def shuffle_trial_labels(table: WindowTable, seed: int, tries: int = 256) -> np.ndarray:
+    """Each subject's trial classes permuted among its trials (windows keep their trial's new class).
+
+    Of `tries` seeded permutations, the one whose agreement with the true classes is closest to
+    what chance gives (the sum of squared class shares) is kept: with few trials, a single random
+    permutation may keep most labels by luck, and a strong effect would then still score well."""
     rng = np.random.default_rng([seed, 31337])
     y = np.array(table.y, copy=True)
+    trial_of = {}
+    for index, trial in enumerate(table.trial.tolist()):
+        trial_of.setdefault(trial, []).append(index)
     for subject in sorted(set(table.subject.tolist())):
-        mine = table.subject == subject
-        trials = sorted(set(table.trial[mine].tolist()))
-        classes = [int(table.y[table.trial == t][0]) for t in trials]
-        for t, c in zip(trials, rng.permutation(classes)):
-            y[table.trial == t] = c
+        trials = sorted({t for t, s in zip(table.trial.tolist(), table.subject.tolist()) if s == subject})
+        classes = np.array([int(table.y[trial_of[t][0]]) for t in trials])
+        shares = np.bincount(classes) / len(classes)
+        expected = float((shares ** 2).sum())
+        candidates = [rng.permutation(classes) for _ in range(tries)]
+        best = min(candidates, key=lambda c: abs(float((c == classes).mean()) - expected))
+        for t, c in zip(trials, best):
+            y[trial_of[t]] = c
     return y
 
 
@@ -552,6 +564,29 @@ def _score(result: dict, scheme: LabelScheme) -> dict:
     return out
 
 
+def _per_subject(results: list[dict], folds, table: WindowTable, num_classes: int) -> list[dict]:
+    """Each subject's test predictions gathered over the k folds (every trial of it tested once, by
+    a model that never saw that trial), scored per subject. A model that only learnt which subject
+    a window comes from, and that subject's usual class, scores chance here (balanced accuracy 0.5),
+    as it would not on the pooled windows of a fold."""
+    gathered: dict[str, tuple[list, list]] = {}
+    for r in results:
+        if "test_y" not in r:
+            continue
+        owners = table.subject[folds[r["index"]].test]
+        for subject in sorted(set(owners.tolist())):
+            mine = owners == subject
+            ys, probs = gathered.setdefault(subject, ([], []))
+            ys.append(r["test_y"][mine])
+            probs.append(r["test_prob"][mine])
+    rows = []
+    for subject, (ys, probs) in sorted(gathered.items()):
+        y, prob = np.concatenate(ys), np.concatenate(probs)
+        rows.append({"subject": subject, "windows": int(len(y)), "class_counts": np.bincount(y, minlength=num_classes).tolist(),
+                     "metrics": classification_metrics(y, prob, num_classes), "chance": chance_metrics(y, num_classes)})
+    return rows
+
+
 def _clean(values: dict[str, float], binary: bool) -> dict[str, float | None]:
     return {k: (None if v is None or (isinstance(v, float) and math.isnan(v)) else v)
             for k, v in values.items() if binary or k != "auroc"}
@@ -562,8 +597,10 @@ def _document(p: Plan, results: list[dict], folds, chosen, protocol: ProtocolCon
     cfg = p.config
     binary = p.scheme.num_classes == 2
     tested = [r for r in results if "metrics" in r]
-    mean, std = summarize([r["metrics"] for r in tested]) if tested else ({}, {})
-    chance, _ = summarize([r["chance"] for r in tested]) if tested else ({}, {})
+    subjects = _per_subject(results, folds, table, p.scheme.num_classes) if cfg.protocol == "subject-dependent" else []
+    units = subjects if subjects else tested  # subject-dependent: one score per subject, over its k test folds
+    mean, std = summarize([u["metrics"] for u in units]) if units else ({}, {})
+    chance, _ = summarize([u["chance"] for u in units]) if units else ({}, {})
     validation, validation_std = summarize([r["validation"] for r in results])
     fold_rows = []
     for r in results:
@@ -586,7 +623,9 @@ def _document(p: Plan, results: list[dict], folds, chosen, protocol: ProtocolCon
                                                for k, v in p.preset_options.items()},
         "mean": _clean(mean, binary), "std": _clean(std, binary), "chance": _clean(chance, binary),
         "validation": _clean(validation, binary), "validation_std": _clean(validation_std, binary),
-        "selection_metric": cfg.selection_metric, "folds": fold_rows, "split": split,
+        "selection_metric": cfg.selection_metric, "averaged_over": "subjects" if subjects else "folds",
+        "folds": fold_rows, "subjects": [{**u, "metrics": _clean(u["metrics"], binary), "chance": _clean(u["chance"], binary)}
+                                         for u in subjects], "split": split,
         "data": {"windows": len(table), "trials": len(set(table.trial.tolist())),
                  "subjects": len(set(table.subject.tolist())), **described["corpora"]},
         "config": cfg.to_dict(), "seconds": round(seconds, 3),
