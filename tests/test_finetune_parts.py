@@ -90,7 +90,7 @@ def test_aligned_windows_hold_the_same_seconds_of_every_modality(tmp_path):
     assert np.abs(windows.tensors["eeg"]).max() < 1.0  # Emotiv's 4200 µV offset gone, no edge transient
     description = get_preset("emotion", modalities=("eeg", "ecg")).to_dict()
     assert [b["column"] for b in description["windows"]["branches"]] == ["eeg", "ecg"]
-    assert description["windows"]["branches"][0]["steps"][0]["inner"]["step"] == "Resample"
+    assert description["windows"]["branches"][0]["steps"][1]["step"] == "MNEResampleFilter"
 
 
 def test_planted_effect_shows_valence_in_frontal_alpha_asymmetry_and_arousal_in_skin_conductance(tmp_path):
