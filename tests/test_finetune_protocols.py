@@ -96,7 +96,7 @@ def test_eeg_and_ecg_together_beat_each_alone_when_each_carries_its_own_signal(c
                      modalities=modalities, epochs=30)
         scores[name] = result.document["mean"]["balanced_accuracy"]
     print("quadrant balanced accuracy:", scores)  # chance 0.25; each modality alone knows half the label
-    assert scores["eeg+ecg"] >= max(scores["eeg"], scores["ecg"]) + 0.08, scores
+    assert scores["eeg+ecg"] >= max(scores["eeg"], scores["ecg"]) + 0.06, scores
     assert scores["eeg+ecg"] >= 0.45 and min(scores["eeg"], scores["ecg"]) > 0.3
 
 

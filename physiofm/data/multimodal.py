@@ -53,7 +53,8 @@ class VoltsOrStandardize:
         block = data[others]
         std = block.std(axis=1, keepdims=True)
         if not (std > 0).all():
-            raise RecordingRejected(f"flat {self.types} channel(s) {[rec.ch_names[i] for i in others]}: nothing to scale")
+            raise RecordingRejected(f"flat {self.types} channel(s) {[rec.ch_names[i] for i in others]}: nothing to scale",
+                                    "unusable_channel")
         data[others] = (block - block.mean(axis=1, keepdims=True)) / std * self.standard_std
         units = list(rec.units)
         for i in others:
@@ -120,7 +121,8 @@ class AlignedWindows:
         parts = [branch(rec) for branch in self.branches]
         starts = {float(p.start_s[0] - p.index[0] * _window_s(b)) for p, b in zip(parts, self.branches) if len(p)}
         if len(starts) > 1:
-            raise RecordingRejected(f"branches start at different offsets {sorted(starts)}: windows would not align")
+            raise RecordingRejected(f"branches start at different offsets {sorted(starts)}: windows would not align",
+                                    "internal_error")
         common = parts[0].index
         for part in parts[1:]:
             common = np.intersect1d(common, part.index)
