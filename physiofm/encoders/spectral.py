@@ -56,6 +56,7 @@ class SpectralEncoder(nn.Module):
         super().__init__()
         self.config = config or SpectralEncoderConfig()
         self.norm = nn.BatchNorm1d(self.config.d_model)
+        self._designs: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def band_power(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, bands) log mean power per band over the window (Hann-tapered periodogram)."""
@@ -63,24 +64,37 @@ class SpectralEncoder(nn.Module):
             raise ValueError(f"SpectralEncoder expects (batch, {self.config.n_channels} channels, patches, samples), "
                              f"got {tuple(x.shape)}")
         signal = x.flatten(2).float()
-        n = signal.shape[-1]
-        taper = torch.hann_window(n, periodic=False, dtype=signal.dtype, device=signal.device)
-        power = torch.fft.rfft(signal * taper, dim=-1).abs().square() / n
-        freqs = torch.fft.rfftfreq(n, 1.0 / self.config.sample_rate).to(signal.device)
-        edges = self.config.band_edges
-        bands = []
-        for low, high in zip(edges, edges[1:]):
-            inside = (freqs >= low) & (freqs < high)
-            if not bool(inside.any()):  # a band narrower than the window's resolution: nearest bin
-                inside = torch.zeros_like(inside)
-                inside[int(torch.argmin((freqs - (low + high) / 2).abs()))] = True
-            bands.append(power[..., inside].mean(dim=-1))
-        return torch.log(torch.stack(bands, dim=-1) + 1e-10)
+        taper, averaging = self._design(signal.shape[-1], signal.device)
+        spectrum = torch.fft.rfft(signal * taper, dim=-1)
+        power = (spectrum.real.square() + spectrum.imag.square()) / signal.shape[-1]
+        return torch.log(power @ averaging + 1e-10)
+
+    def _design(self, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hann taper (n,) and the (frequencies, bands) matrix averaging each band's bins, per length."""
+        key = (n, str(device))
+        if key not in self._designs:
+            freqs = torch.fft.rfftfreq(n, 1.0 / self.config.sample_rate)
+            edges = self.config.band_edges
+            averaging = torch.zeros(len(freqs), len(edges) - 1)
+            for band, (low, high) in enumerate(zip(edges, edges[1:])):
+                inside = (freqs >= low) & (freqs < high)
+                if not bool(inside.any()):  # a band narrower than the window's resolution: nearest bin
+                    inside[int(torch.argmin((freqs - (low + high) / 2).abs()))] = True
+                averaging[inside, band] = 1.0 / float(inside.sum())
+            taper = torch.hann_window(n, periodic=False, dtype=torch.float32)
+            self._designs[key] = (taper.to(device), averaging.to(device))
+        return self._designs[key]
+
+    def precompute(self, x: torch.Tensor) -> torch.Tensor:
+        """The parameter-free part, (B, C * bands) log band powers: computed once per window, `embed`
+        takes them in place of the window (training then only runs the batch norm and the head)."""
+        return self.band_power(x).flatten(1)
 
     def embed(self, x: torch.Tensor, pooling: str = "mean") -> torch.Tensor:
-        """Normalised log band powers (B, C * bands); `pooling` is accepted for the head's API (the
-        features are already one vector per window)."""
-        return self.norm(self.band_power(x).flatten(1))
+        """Normalised log band powers (B, C * bands) of windows (B, C, N, P), or of `precompute`d
+        features (B, C * bands); `pooling` is accepted for the head's API (one vector per window)."""
+        features = x if x.ndim == 2 else self.precompute(x)
+        return self.norm(features)
 
     def embedding_width(self, pooling: str = "mean", shape: tuple[int, int] | None = None) -> int:
         return self.config.d_model

@@ -75,6 +75,12 @@ def fit_fold(task: Mapping[str, Any], arrays: Mapping[str, np.ndarray], weights:
     classifier = objective.classifier
     frozen_before = _fingerprint(classifier.encoders) if method.freeze else ""
     real_encoders = None
+    if not method.freeze:  # parameter-free stages of trained encoders (spectral band powers): once, too
+        with torch.no_grad():
+            for m in columns:
+                encoder = classifier.encoders[m]
+                if hasattr(encoder, "precompute"):
+                    data[m] = torch.cat([encoder.precompute(data[m][i:i + 256]) for i in range(0, len(data[m]), 256)])
     if method.freeze:  # embeddings once, not once per epoch
         real_encoders = dict(classifier.encoders.items())
         data, widths = _precompute(classifier, data, columns, cfg.data.batch_size)
@@ -105,7 +111,7 @@ def fit_fold(task: Mapping[str, Any], arrays: Mapping[str, np.ndarray], weights:
         if len(local["validation"]):
             prob = _predict(objective, data, local["validation"], batch_size)
             y = data["y"][local["validation"]].cpu().numpy()
-            scores = classification_metrics(y, prob, num_classes)
+            scores = epoch_scores(y, prob, num_classes, selection)
             point["val_loss"] = float(-np.log(np.clip(prob[np.arange(len(y)), y], 1e-12, None)).mean())
             point.update({f"val_{k}": v for k, v in scores.items()})
             key = (_finite(scores[selection]), -point["val_loss"])
@@ -139,6 +145,19 @@ def fit_fold(task: Mapping[str, Any], arrays: Mapping[str, np.ndarray], weights:
         result["model"] = buffer.getvalue()
     result["seconds"] = time.perf_counter() - started
     return result
+
+
+def epoch_scores(y: np.ndarray, prob: np.ndarray, num_classes: int, selection: str) -> dict[str, float]:
+    """An epoch's validation score: the selection metric only (scikit-learn's, each call of which
+    costs more than a small head's epoch); the full set is computed for the selected epoch."""
+    from sklearn.metrics import cohen_kappa_score
+
+    if selection == "kappa":
+        pred = prob.argmax(axis=1)
+        if len(np.unique(np.r_[y, pred])) < 2:
+            return {"kappa": 0.0}
+        return {"kappa": float(cohen_kappa_score(y, pred, labels=list(range(num_classes))))}
+    return {selection: classification_metrics(y, prob, num_classes)[selection]}
 
 
 def _finite(value: float) -> float:
