@@ -174,15 +174,21 @@ def test_interrupted_run_resumes_without_redoing_finished_recordings(corpus, pre
     first = {f.name: f.stat().st_mtime_ns for f in (output / "windows").glob("*.parquet")}
     kept = {name: mtime for name, mtime in first.items() if name.split("_")[0] in commits[1]["prefixes"]}
     assert kept  # DEAP's windows; the files of tasks that finished after the last commit are not committed
-    # A shard left half-written by a crash: not committed, so it must go.
-    shutil.copy(next((output / "windows").glob("*.parquet")), output / "windows" / "99999999T000000-00001-dead_x.parquet")
+    # A shard a crash left half-written, named as the pipeline's by an execution it recorded: it must go.
+    execution = sorted((output / "_progress" / "attempts").glob("*.json"))[0].stem
+    leftover = output / "windows" / f"{execution}-deadbeef_00000.parquet"
+    leftover.write_bytes(next((output / "windows").glob("*.parquet")).read_bytes()[:1000])
+    # A file the pipeline has no record of writing: never removed, never read (its windows would repeat).
+    foreign = output / "windows" / "99999999T000000-00001-dead_x.parquet"
+    shutil.copy(next((output / "windows").glob("*.parquet")), foreign)
 
     summary = prepare_corpus([str(corpus)], str(output), preset="cbramod-eeg", preset_options=EEG_OPTIONS,
                              files_per_commit=4)
     assert summary["skipped"] == 8 and summary["processed_now"] == 2
     after = {f.name: f.stat().st_mtime_ns for f in (output / "windows").glob("*.parquet")}
     assert {name: after[name] for name in kept} == kept  # committed shards untouched
-    assert "99999999T000000-00001-dead_x.parquet" not in after and not (set(first) - set(kept)) & set(after)
+    assert leftover.name not in after and not (set(first) - set(kept)) & set(after)
+    assert after[foreign.name] == foreign.stat().st_mtime_ns
     manifest = read_manifest(str(output)).set_index("path")
     for commit in commits:
         assert manifest.loc[commit["paths"], "commit"].isin(commit["prefixes"]).all()

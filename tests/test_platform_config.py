@@ -33,7 +33,12 @@ def with_(section: str, **values):
     (with_("scaling", num_workers=0), r"scaling.num_workers must be > 0, got 0"),
     (with_("data", batch_size=2.5), r"data.batch_size must be an integer, got 2.5"),
     (with_("scaling", use_gpu="yes"), r"scaling.use_gpu must be true or false, got 'yes'"),
-    (with_("run", name="a/b"), r"run.name must be a non-empty name without '/'"),
+    (with_("run", name="a/b"), r"run.name must be one folder name: .*got 'a/b'"),
+    (with_("run", name=".."), r"run.name must be one folder name: .*got '\.\.'"),
+    (with_("run", name="."), r"run.name must be one folder name: .*got '\.'"),
+    (with_("run", name="-x"), r"run.name must be one folder name: .*got '-x'"),
+    (with_("run", name="a\\b"), r"run.name must be one folder name"),
+    (with_("run", name=""), r"run.name must be one folder name"),
 ])
 def test_bad_values_are_named(config, message):
     with pytest.raises(ConfigError, match=message):

@@ -6,15 +6,23 @@
     OUTPUT/_progress/config.json  the preset and format this output is being prepared with
     OUTPUT/_progress/{commit}.parquet   manifest rows of finished recordings, each naming (column
                                   `commit`) the prefix of the window files that hold its windows
+    OUTPUT/_progress/attempts/{execution}.json   one per streaming execution, written before it
+                                  starts: the window files it may write are `{execution}-*_NNNNN.parquet`
+    OUTPUT/_progress/lock         held by the run writing the output (`output.OutputLock`)
 
 A recording counts as done only once a commit file holds its row; window files whose prefix no
-committed row names are leftovers of an interrupted or retried task and are removed.
+committed row names are leftovers of an interrupted or retried task. They are removed only when
+they are the pipeline's own: named as its shards and by an execution it recorded. Nothing else in
+the output is ever deleted, and readers read only the committed shards. Commits, the manifest and
+corpus.json are written atomically; a commit file that cannot be read (left by a crash of an older
+version, or damaged) is set aside as `*.corrupt`, named, and its recordings are done again.
 """
 from __future__ import annotations
 
 import io
 import json
 import posixpath
+import re
 from collections import Counter
 from typing import Any
 
@@ -34,6 +42,12 @@ MANIFEST_SCHEMA = pa.schema([
     # 'unclassified' for their rejections), so outputs of earlier versions still resume.
     ("reason_code", pa.string()), ("channels_used", pa.string()),
 ])
+# Names of what the pipeline writes: shards `{execution}-{attempt}_{index}.parquet` (executions as
+# `shards.new_prefix()`), commits `{stamp}-{sequence}.parquet`.
+_STAMP = r"\d{8}T\d{12}-[0-9a-f]{8}"
+SHARD_FILE = re.compile(rf"^(?P<prefix>(?P<execution>{_STAMP})(?:-[0-9a-f]{{8}})?)_\d{{5}}\.parquet$")
+COMMIT_FILE = re.compile(rf"^{_STAMP}-\d{{5}}\.parquet$")
+OUTPUT_NAMES = ("windows", "manifest.parquet", "corpus.json", "_progress")
 METADATA_COLUMNS = ("recording", "dataset", "subject", "session", "trial", "window_index", "window_start_s",
                     "label", "labels")
 
@@ -47,6 +61,9 @@ class CorpusLayout:
         self.manifest = storage.join(self.output, "manifest.parquet")
         self.corpus_json = storage.join(self.output, "corpus.json")
         self.progress = storage.join(self.output, "_progress")
+        self.attempts = storage.join(self.progress, "attempts")
+        self.config_json = storage.join(self.progress, "config.json")
+        self.set_aside: list[tuple[str, str]] = []  # (commit file, why) set aside by `committed_rows`
 
     # ------------------------------------------------------------ files
     def _path(self, uri: str) -> str:
@@ -59,25 +76,80 @@ class CorpusLayout:
             return []
         return sorted(storage.retry(lambda: self.fs.ls(path, detail=False)))
 
+    def _uri(self, path: str) -> str:
+        return storage.to_uri(self.output, path)
+
     def window_files(self) -> list[str]:
         return [p for p in self._list(self.windows) if p.endswith(".parquet")]
 
+    def committed_window_files(self, rows: list[dict]) -> list[str]:
+        """The window files that committed rows name (by their prefix): what a corpus holds."""
+        prefixes = {r["commit"] for r in rows if r["status"] == "ok" and r["n_windows"]}
+        return [p for p in self.window_files() if posixpath.basename(p).split("_", 1)[0] in prefixes]
+
+    # ------------------------------------------------------------ ownership
+    def is_ours(self) -> bool:
+        """Whether the pipeline recorded preparing this output (its `_progress` config or lock)."""
+        return any(storage.exists(storage.join(self.progress, name), **self.options) for name in ("config.json", "lock"))
+
+    def check_ours(self) -> None:
+        """ValueError when the output holds what the pipeline would write (windows/, manifest, ...)
+        without the pipeline's record of writing it: those are someone else's files."""
+        if self.is_ours():
+            return
+        found = [name for name in OUTPUT_NAMES if storage.exists(storage.join(self.output, name), **self.options)]
+        if found:
+            raise ValueError(f"{self.output} holds {', '.join(found)} that physiofm has no record of writing (no "
+                             "_progress/config.json): it never writes into, or deletes from, a folder it did not "
+                             "create; choose a new or empty output")
+
+    def record_execution(self, execution: str) -> None:
+        """Record, before it starts, that an execution may write shards named `{execution}-*`."""
+        self.write_json(storage.join(self.attempts, f"{execution}.json"), {"execution": execution})
+
+    def executions(self) -> set[str]:
+        return {posixpath.basename(p)[: -len(".json")] for p in self._list(self.attempts) if p.endswith(".json")}
+
     def reset(self) -> None:
-        for uri in (self.windows, self.progress, self.manifest, self.corpus_json):
-            storage.remove(uri, recursive=True, **self.options)
+        """Remove what the pipeline wrote into this output (nothing else): before `overwrite`."""
+        if not self.is_ours():
+            self.check_ours()
+            return
+        rows = self.committed_rows()
+        executions = self.executions()
+        prefixes = {r["commit"] for r in rows}
+        for path in self.window_files():
+            match = SHARD_FILE.match(posixpath.basename(path))
+            if match and (match["prefix"] in prefixes or match["execution"] in executions):
+                storage.retry(lambda p=path: self.fs.rm(p))
+        for path in self._list(self.attempts):
+            storage.retry(lambda p=path: self.fs.rm(p))
+        for path in self._list(self.progress):
+            name = posixpath.basename(path)
+            if COMMIT_FILE.match(name) or name.endswith(".corrupt") or storage.TEMPORARY_NAME.match(name) or \
+                    (name.endswith(".parquet") and name.split("_", 1)[0] in prefixes):
+                storage.retry(lambda p=path: self.fs.rm(p))
+        for uri in (self.manifest, self.corpus_json, self.config_json):
+            storage.remove(uri, **self.options)
 
     def read_json(self, uri: str) -> dict | None:
         if not storage.exists(uri, **self.options):
             return None
-        return json.loads(storage.read_bytes(uri, **self.options))
+        data = storage.read_bytes(uri, **self.options)
+        try:
+            return json.loads(data)
+        except ValueError:
+            raise ValueError(f"{uri} is not readable JSON ({len(data)} bytes; truncated or damaged): set it aside "
+                             "(rename it) to go on without it, or prepare into a new output") from None
 
     def write_json(self, uri: str, content: dict) -> None:
         storage.write_bytes(uri, json.dumps(content, indent=2, sort_keys=True).encode(), **self.options)
 
     # ------------------------------------------------------------ commits
     def commit(self, name: str, rows: list[dict]) -> None:
-        """Record `rows` (manifest rows of finished files) as done: the commit point. A row's
-        `commit` names the prefix of the window files holding its windows (default: `name`)."""
+        """Record `rows` (manifest rows of finished files) as done: the commit point, written
+        atomically. A row's `commit` names the prefix of the window files holding its windows
+        (default: `name`)."""
         table = pa.Table.from_pylist([{**row, "commit": row.get("commit") or name} for row in rows],
                                      schema=MANIFEST_SCHEMA)
         sink = io.BytesIO()
@@ -85,23 +157,58 @@ class CorpusLayout:
         storage.write_bytes(storage.join(self.progress, f"{name}.parquet"), sink.getvalue(), **self.options)
 
     def committed_rows(self) -> list[dict]:
-        """Manifest rows of every commit, the latest row per path winning (commits sort by time)."""
+        """Manifest rows of every commit, the latest row per path winning (commits sort by time).
+        A commit file that does not read is set aside as `*.corrupt` (listed in `set_aside`)."""
         latest: dict[str, dict] = {}
         for path in self._list(self.progress):
-            if path.endswith(".parquet"):
-                data = storage.retry(lambda p=path: self.fs.cat_file(p))
-                for row in pq.read_table(io.BytesIO(data)).to_pylist():
-                    row.setdefault("reason_code", "unclassified" if row["status"] == "rejected" else "")
-                    row.setdefault("channels_used", "[]")
-                    latest[row["path"]] = row
+            if not path.endswith(".parquet"):
+                continue
+            data = storage.retry(lambda p=path: self.fs.cat_file(p))
+            try:
+                rows = pq.read_table(io.BytesIO(data)).to_pylist()
+            except (pa.ArrowException, OSError, ValueError) as error:
+                uri = self._uri(path)
+                storage.rename(uri, uri + ".corrupt", **self.options)
+                self.set_aside.append((uri, f"{len(data)} bytes, not a readable commit ({str(error)[:120]})"))
+                continue
+            for row in rows:
+                row.setdefault("reason_code", "unclassified" if row["status"] == "rejected" else "")
+                row.setdefault("channels_used", "[]")
+                latest[row["path"]] = row
         return [latest[p] for p in sorted(latest)]
 
     def remove_uncommitted_windows(self, committed: set[str]) -> list[str]:
-        """Delete window files of batches that never committed; returns their names."""
-        stale = [p for p in self._list(self.windows) if posixpath.basename(p).split("_", 1)[0] not in committed]
+        """Delete the pipeline's own window files that no commit names (an interrupted or retried
+        attempt): named as its shards, by an execution it recorded. Returns their names."""
+        executions = self.executions()
+        stale = []
+        for path in self._list(self.windows):
+            match = SHARD_FILE.match(posixpath.basename(path))
+            if match and match["prefix"] not in committed and match["execution"] in executions:
+                stale.append(path)
         for path in stale:
             storage.retry(lambda p=path: self.fs.rm(p))
         return [posixpath.basename(p) for p in stale]
+
+    def foreign_files(self, committed: set[str]) -> list[str]:
+        """Files under windows/ that are neither committed shards nor the pipeline's own leftovers:
+        never read, never removed."""
+        executions = self.executions()
+        out = []
+        for path in self._list(self.windows):
+            name = posixpath.basename(path)
+            match = SHARD_FILE.match(name)
+            if name.split("_", 1)[0] in committed or (match and match["execution"] in executions):
+                continue
+            out.append(name)
+        return out
+
+    def remove_temporary_files(self) -> None:
+        """Temporary files of atomic writes a crash left (named by `storage.write_bytes`)."""
+        for folder in (self.output, self.progress, self.attempts):
+            for path in self._list(folder):
+                if storage.TEMPORARY_NAME.match(posixpath.basename(path)):
+                    storage.retry(lambda p=path: self.fs.rm(p))
 
     def write_manifest(self, rows: list[dict]) -> None:
         sink = io.BytesIO()
@@ -113,6 +220,13 @@ def read_manifest(output: str, **storage_options: Any):
     """The manifest of a prepared corpus as a pandas DataFrame."""
     layout = CorpusLayout(output, storage_options)
     return pq.read_table(io.BytesIO(storage.read_bytes(layout.manifest, **storage_options))).to_pandas()
+
+
+def read_manifest_rows(layout: CorpusLayout) -> list[dict]:
+    """The manifest's rows (only the columns naming windows: path, status, n_windows, commit)."""
+    data = storage.read_bytes(layout.manifest, **layout.options)
+    table = pq.read_table(io.BytesIO(data), columns=["path", "status", "n_windows", "commit"])
+    return table.to_pylist()
 
 
 def corpus_document(preset: dict, fmt: str, inputs: list[str], rows: list[dict], ignored: list[tuple[str, str]],

@@ -35,33 +35,49 @@ def list_inputs(inputs: list[str], fmt: str = "auto",
                 **storage_options: Any) -> tuple[list[InputFile], list[tuple[str, str]]]:
     """Recordings to read under `inputs` (files or folders, walked recursively) and ignored files.
 
-    A WFDB record is listed once, by its (master) header, with the bytes of every file it names.
-    With an explicit `fmt`, only that format's extension is read. A file named directly is always
-    read (or rejected).
+    The inputs are one set of files: a file reached twice (an input given twice or three ways, a
+    folder inside another, two symbolic links to one file) is listed once, under its own name when
+    that is among them (not a link), else the first of its names in sort order. A WFDB record is listed once, by its (master) header, with the bytes of
+    every file it names. With an explicit `fmt`, only that format's extension is read. A file named
+    directly is always read (or rejected), unless a record it belongs to is listed.
     """
     check_format(fmt)
-    records: dict[str, InputFile] = {}
-    ignored: dict[str, str] = {}
+    aliases: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    direct: set[str] = set()
     for uri in inputs:
         sizes = storage.walk(uri, **storage_options)
         named_directly = len(sizes) == 1 and next(iter(sizes)) == storage.to_uri(uri, storage.strip_scheme(uri))
-        claimed: set[str] = set()
-        if fmt in ("auto", "wfdb") and not named_directly:
-            members, orphans = wfdb_records(sizes, lambda paths: _read_headers(paths, sizes, storage_options))
-            for header, files in members.items():
-                records[header] = InputFile(header, fmt, sum(sizes[f] for f in files))
-                claimed |= files
-            for path in orphans:  # read as WFDB, whose reader rejects them with what is wrong
-                records[path] = InputFile(path, "wfdb", sizes[path])
-                claimed.add(path)
         for path, size in sizes.items():
-            if path in claimed:
-                continue
-            why = None if named_directly else _ignore_reason(path, fmt)
-            if why:
-                ignored[path] = why
-            else:
-                records[path] = InputFile(path, fmt, size)
+            aliases[storage.real_path(path)].append((path, size))
+            if named_directly:
+                direct.add(storage.real_path(path))
+    sizes = {}
+    named = set()
+    for real, names in aliases.items():
+        path, size = min(names, key=lambda n: (n[0] != real, n[0]))
+        sizes[path] = size
+        if real in direct:
+            named.add(path)
+    sizes = dict(sorted(sizes.items()))
+    records: dict[str, InputFile] = {}
+    ignored: dict[str, str] = {}
+    claimed: set[str] = set()
+    if fmt in ("auto", "wfdb"):
+        members, orphans = wfdb_records(sizes, lambda paths: _read_headers(paths, sizes, storage_options))
+        for header, files in members.items():
+            records[header] = InputFile(header, fmt, sum(sizes[f] for f in files))
+            claimed |= files
+        for path in orphans:  # read as WFDB, whose reader rejects them with what is wrong
+            records[path] = InputFile(path, "wfdb", sizes[path])
+            claimed.add(path)
+    for path, size in sizes.items():
+        if path in claimed:
+            continue
+        why = None if path in named else _ignore_reason(path, fmt)
+        if why:
+            ignored[path] = why
+        else:
+            records[path] = InputFile(path, fmt, size)
     return [records[p] for p in sorted(records)], sorted((p, why) for p, why in ignored.items() if p not in records)
 
 

@@ -1,4 +1,10 @@
-"""Read a prepared corpus: its description, a Ray Dataset for training, numpy for notebooks."""
+"""Read a prepared corpus: its description, a Ray Dataset for training, numpy for notebooks.
+
+Only the window files the manifest's commits name are read (never leftovers or foreign files under
+windows/), and never a column of pickled Python objects (Ray's `arrow_pickled_object`): reading one
+would run whatever the pickle says. The pipeline writes none; a corpus that holds one was written
+by something else.
+"""
 from __future__ import annotations
 
 import io
@@ -9,7 +15,9 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from physiofm.data import storage
-from physiofm.data.corpus import CorpusLayout
+from physiofm.data.corpus import CorpusLayout, read_manifest_rows
+
+PICKLED_COLUMN_TYPE = "ray.data.arrow_pickled_object"
 
 
 def corpus_info(uri: str, **storage_options: Any) -> dict[str, Any]:
@@ -26,13 +34,51 @@ def corpus_info(uri: str, **storage_options: Any) -> dict[str, Any]:
     return info
 
 
+def corpus_files(uri: str, **storage_options: Any) -> list[str]:
+    """Paths (in the storage's filesystem) of the window files the corpus's manifest commits."""
+    layout = CorpusLayout(uri, storage_options)
+    return layout.committed_window_files(read_manifest_rows(layout))
+
+
+def _holds_pickles(dtype) -> bool:
+    import pyarrow as pa
+
+    if isinstance(dtype, pa.ExtensionType):
+        return dtype.extension_name == PICKLED_COLUMN_TYPE or _holds_pickles(dtype.storage_type)
+    if pa.types.is_dictionary(dtype):
+        return _holds_pickles(dtype.value_type)
+    return any(_holds_pickles(dtype.field(i).type) for i in range(dtype.num_fields))
+
+
+def pickled_columns(schema) -> list[str]:
+    """Columns of a Parquet schema that hold (or nest) pickled Python objects."""
+    return [f.name for f in schema if _holds_pickles(f.type)
+            or (f.metadata or {}).get(b"ARROW:extension:name", b"").decode() == PICKLED_COLUMN_TYPE]
+
+
+def _safe_columns(schema, columns: list[str] | None, where: str) -> list[str]:
+    """`columns` (default: all) without pickled ones; asking for a pickled one is an error."""
+    pickled = pickled_columns(schema)
+    if columns is None:
+        return [name for name in schema.names if name not in pickled]
+    asked = [c for c in columns if c in pickled]
+    if asked:
+        raise ValueError(f"column(s) {asked} of {where} hold pickled Python objects: physiofm never writes such "
+                         "columns and does not unpickle data from storage")
+    return list(columns)
+
+
 def training_dataset(uri: str, columns: list[str] | None = None, **storage_options: Any):
-    """The windows as a `ray.data.Dataset` (streamed from the shards) for `datasets={"train": ...}`."""
+    """The windows as a `ray.data.Dataset` (streamed from the committed shards) for `datasets={"train": ...}`."""
     import ray.data
 
     corpus_info(uri, **storage_options)
-    filesystem, path = storage.pyarrow_filesystem(storage.join(uri, "windows"), **storage_options)
-    return ray.data.read_parquet(path, filesystem=filesystem, columns=columns)
+    files = corpus_files(uri, **storage_options)
+    filesystem, _ = storage.pyarrow_filesystem(storage.join(uri, "windows"), **storage_options)
+    if not files:
+        raise ValueError(f"corpus {uri}: its manifest names no window file present under windows/")
+    columns = _safe_columns(pq.read_schema(files[0], filesystem=filesystem), columns, f"corpus {uri}")
+    return ray.data.read_parquet(files, filesystem=filesystem, columns=columns)
 
 
 def read_windows(uri: str, columns: list[str] | None = None, limit: int | None = None,
@@ -45,11 +91,13 @@ def read_windows(uri: str, columns: list[str] | None = None, limit: int | None =
 
     corpus_info(uri, **storage_options)
     layout = CorpusLayout(uri, storage_options)
-    fs, files = layout.fs, layout.window_files()
+    fs, files = layout.fs, corpus_files(uri, **storage_options)
     parts: dict[str, list[np.ndarray]] = {}
     remaining = limit
     for path in files:
-        table = pq.read_table(io.BytesIO(storage.retry(lambda p=path: fs.cat_file(p))), columns=columns)
+        data = io.BytesIO(storage.retry(lambda p=path: fs.cat_file(p)))
+        wanted = _safe_columns(pq.read_schema(data), columns, path)
+        table = pq.read_table(data, columns=wanted)
         if remaining is not None:
             table = table.slice(0, remaining)
             remaining -= table.num_rows

@@ -15,9 +15,12 @@ for every file, is outside its scope.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import posixpath
 import re
+import secrets
 import sys
 import time
 import traceback
@@ -29,8 +32,11 @@ from typing import Any
 import numpy as np
 
 from physiofm.data import storage
+from physiofm.data.budget import MIB, FileBudget
 from physiofm.data.corpus import MANIFEST_SCHEMA, CorpusLayout, corpus_document, report_lines
 from physiofm.data.inputs import InputFile, list_inputs  # noqa: F401 - part of this module's interface
+from physiofm.data.limits import FileGuard, FileLimitExceeded
+from physiofm.data.output import check_no_overlap, OutputLock
 from physiofm.data.presets import Preset, get_preset
 from physiofm.data.readers import check_format, read_trials
 from physiofm.data.recording import Recording, RecordingRejected, error_text
@@ -70,15 +76,38 @@ def rejected_row(item: InputFile, reason: str = "", code: str = "") -> dict:
             "bytes": item.bytes, "seconds": 0.0, "retryable": False}
 
 
+MAX_NOTES = 40  # notes kept per manifest row (each cut to the budget's max_reason_chars)
+
+
 def process_file(item: InputFile, preset: Preset, policy: storage.RetryPolicy, options: dict[str, Any],
-                 expected_shapes: dict[str, dict] | None = None) -> tuple[list[dict], dict]:
-    """(window batches, manifest row) of one input file; never raises for a bad file."""
+                 expected_shapes: dict[str, dict] | None = None, budget: FileBudget | None = None,
+                 guard: FileGuard | None = None) -> tuple[list[dict], dict]:
+    """(window batches, manifest row) of one input file; never raises for a bad file.
+
+    What the file declares is checked against `budget` (default limits when None) before it is
+    decoded; `guard` (a pipeline worker's) stops it past the time and memory limits. Reasons and
+    notes are cut to the budget's `max_reason_chars`."""
+    budget = (budget or FileBudget()).for_preset(preset.target_rate)
     started = time.perf_counter()
+    try:
+        with guard.watch(item.path) if guard is not None else contextlib.nullcontext():
+            batches, row, notes = _process(item, preset, policy, options, expected_shapes, budget)
+    except FileLimitExceeded as limit:
+        batches, row, notes = [], rejected_row(item, limit.reason, limit.code), []
+    row["reason"] = budget.cap(row["reason"])
+    row["notes"] = json.dumps([budget.cap(note) for note in notes[:MAX_NOTES]]
+                              + ([f"... {len(notes) - MAX_NOTES} more notes"] if len(notes) > MAX_NOTES else []))
+    row["seconds"] = time.perf_counter() - started
+    return batches, row
+
+
+def _process(item: InputFile, preset: Preset, policy: storage.RetryPolicy, options: dict[str, Any],
+             expected_shapes: dict[str, dict] | None, budget: FileBudget) -> tuple[list[dict], dict, list[str]]:
     row = rejected_row(item)
     batches: list[dict] = []
     notes: list[str] = []
     try:
-        trials = read_trials(item.path, item.fmt, policy, preset.decode_only, **options)
+        trials = read_trials(item.path, item.fmt, policy, preset.decode_only, budget, **options)
         first = trials[0]
         subjects = sorted({t.subject for t in trials})
         duration = first.meta.get("record_duration_s", sum(t.duration_s for t in trials))  # gaps count, as wfdb's
@@ -127,25 +156,46 @@ def process_file(item: InputFile, preset: Preset, policy: storage.RetryPolicy, o
     except MemoryError as error:
         row.update(reason=f"the file needs more memory than is available: {error_text(error)}", reason_code="too_large")
     except Exception as error:  # noqa: BLE001 - bad input never crashes a run
+        if isinstance(error, OSError) and storage.is_storage_error(error):
+            # Denied, full, throttled, gone: the storage's fault, not the recording's. Tried again next run.
+            row.update(reason=f"storage: reading {os.path.basename(item.path)}: {storage.describe(error)}",
+                       reason_code="storage", retryable=True)
+            return batches, row, notes
         frame = traceback.extract_tb(error.__traceback__)[-1]
         row.update(reason=f"unexpected error while processing this file (a bug in physiofm, please report it): "
                           f"{error_text(error)}", reason_code="internal_error")
         notes.append(f"{type(error).__name__} at {os.path.basename(frame.filename)}:{frame.lineno} ({frame.name})")
-    row["notes"] = json.dumps(notes)
-    row["seconds"] = time.perf_counter() - started
-    return batches, row
+    return batches, row, notes
+
+
+OUTPUT_ERROR = "physiofm cannot write the output"  # marks a worker's output-storage failure in Ray's error text
+
+
+class OutputStorageError(storage.StorageError):
+    """Writing the run's own output failed (disk full, permission, throttled beyond retries): the
+    run stops, naming it; no recording is blamed, and running again resumes."""
 
 
 class _FileWorker:
     """A pipeline worker (a Ray actor, one per CPU): imports the readers once, then runs task after
     task. A task is a group of files; their windows go to the task's own shards, their manifest
-    rows are the task's output (the driver commits them)."""
+    rows are the task's output (the driver commits them). A `FileGuard` holds each file to the
+    budget's time limit and the worker's memory limit."""
 
     def __init__(self, preset: Preset, policy: storage.RetryPolicy, options: dict[str, Any], expected_shapes,
-                 tracker, windows_uri: str, shard_bytes: int, chunk_bytes: int):
+                 tracker, windows_uri: str, shard_bytes: int, chunk_bytes: int, execution: str = "",
+                 budget: FileBudget | None = None, memory_bytes: int | None = None):
         self.preset, self.policy, self.options, self.expected = preset, policy, options, expected_shapes
         self.tracker, self.shard_bytes, self.chunk_bytes = tracker, shard_bytes, chunk_bytes
+        self.execution, self.budget = execution or new_prefix(), budget or FileBudget()
         self.filesystem, self.directory = storage.pyarrow_filesystem(windows_uri, **options)
+        self.guard = FileGuard(self.budget.seconds_per_file, memory_bytes, on_hard_stop=self._stopped)
+
+    def _stopped(self, path: str, reason: str, code: str) -> None:
+        """The guard is about to end this process over `path`: tell the driver which file it was."""
+        import ray
+
+        ray.get(self.tracker.stopped.remote(path, reason, code), timeout=10)
 
     def __call__(self, batch: dict[str, np.ndarray]):
         import pyarrow as pa
@@ -153,32 +203,45 @@ class _FileWorker:
 
         items = [InputFile(**item) for group in batch["group"] for item in json.loads(group)]
         ray.get(self.tracker.started.remote([item.path for item in items], time.time()))
-        prefix = new_prefix()
+        prefix = f"{self.execution}-{secrets.token_hex(4)}"  # new for every attempt, named by its execution
         shards = ShardWriter(self.filesystem, self.directory, prefix, self.shard_bytes, self.chunk_bytes)
         rows = []
-        for item in items:
-            windows, row = process_file(item, self.preset, self.policy, self.options, self.expected)
-            for window in windows:
-                shards.add(window)
-            rows.append({**row, "commit": prefix})
-        shards.close()  # durable before the rows leave: a row out means its windows are written
+        try:
+            for item in items:
+                windows, row = process_file(item, self.preset, self.policy, self.options, self.expected,
+                                            self.budget, self.guard)
+                for window in windows:
+                    shards.add(window)
+                rows.append({**row, "commit": prefix})
+            shards.close()  # durable before the rows leave: a row out means its windows are written
+        except OSError as error:
+            if not storage.is_storage_error(error):
+                raise
+            shards.abandon()
+            raise OutputStorageError(f"{OUTPUT_ERROR}: writing window shards under {self.directory}: "
+                                     f"{storage.describe(error)}") from None
         return pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
 
 
 class _Tracker:
-    """Which files the tasks of the current execution have started, and when the first one began."""
+    """Which files the tasks of the current execution have started, when the first one began, and
+    which files a worker's guard stopped (the process ended over them)."""
 
     def __init__(self):
         self.paths: set[str] = set()
         self.first_start: float | None = None
+        self.stopped_files: dict[str, tuple[str, str]] = {}
 
     def started(self, paths: list[str], when: float) -> None:
         self.paths.update(paths)
         self.first_start = when if self.first_start is None else min(self.first_start, when)
 
-    def reset(self) -> tuple[set[str], float | None]:
-        state = (self.paths, self.first_start)
-        self.paths, self.first_start = set(), None
+    def stopped(self, path: str, reason: str, code: str) -> None:
+        self.stopped_files[path] = (reason, code)
+
+    def reset(self) -> tuple[set[str], float | None, dict[str, tuple[str, str]]]:
+        state = (self.paths, self.first_start, self.stopped_files)
+        self.paths, self.first_start, self.stopped_files = set(), None, {}
         return state
 
 
@@ -190,6 +253,7 @@ def prepare_corpus(inputs: list[str], output: str, preset: str | Preset = "cbram
                    shard_mb: float = 128.0, num_cpus: float = 1.0, task_retries: int = 2,
                    storage_options: dict[str, Any] | None = None,
                    retry_policy: storage.RetryPolicy = storage.RetryPolicy(), dashboard: bool = False,
+                   budget: FileBudget | dict[str, Any] | None = None, worker_memory_mib: float | None = None,
                    progress: Callable[[str], None] | None = None,
                    on_commit: Callable[[dict], None] | None = None) -> dict[str, Any]:
     """Prepare `inputs` into windows under `output` (see `corpus.py` for the layout); returns the
@@ -205,29 +269,63 @@ def prepare_corpus(inputs: list[str], output: str, preset: str | Preset = "cbram
     files (default: 16 per cluster CPU, at least 128; a killed run redoes at most these) or 30 s,
     and `on_commit(info)` is called after each commit. When a worker dies, the files in flight are
     retried one per task; a file that kills its worker alone `task_retries` + 1 times is rejected.
-    One run per output at a time.
+
+    Each file is held to `budget` (`FileBudget` or its fields as a dict: bytes per recording,
+    upsampling, plausible rates, seconds per file), checked before it is decoded, and each worker to
+    `worker_memory_mib` (default: the cluster's memory per CPU it holds): a file past it is rejected
+    as `too_large`, the rest of its task committed. One run per output at a time (a second fails
+    fast); an output inside an input, or holding files physiofm did not write, is refused; only the
+    pipeline's own files are ever removed. A storage error writing the output stops the run, naming
+    it (no recording is blamed); running again resumes.
     """
+    options = dict(storage_options or {})
+    preset = get_preset(preset, **(preset_options or {}))
+    budget = budget if isinstance(budget, FileBudget) else FileBudget.from_dict(budget)
+    for name, value in (("files_per_commit", files_per_commit), ("files_per_task", files_per_task),
+                        ("task_mb", task_mb), ("shard_mb", shard_mb), ("num_cpus", num_cpus),
+                        ("worker_memory_mib", worker_memory_mib)):
+        if value is not None and not value > 0:
+            raise ValueError(f"{name} must be > 0, got {value}")
+    layout = CorpusLayout(output, options)
+    check_no_overlap(list(inputs), layout.output)
+    layout.check_ours()
+    lock = OutputLock(layout.progress, options)
+    lock.acquire()  # a second run on this output stops here
+    try:
+        return _prepare(list(inputs), layout, preset, fmt, overwrite, files_per_commit=files_per_commit,
+                        files_per_task=files_per_task, task_mb=task_mb, shard_mb=shard_mb, num_cpus=num_cpus,
+                        task_retries=task_retries, options=options, retry_policy=retry_policy, dashboard=dashboard,
+                        budget=budget, worker_memory_mib=worker_memory_mib, progress=progress, on_commit=on_commit)
+    finally:
+        lock.release()
+
+
+def _prepare(inputs: list[str], layout: CorpusLayout, preset: Preset, fmt: str, overwrite: bool, *,
+             files_per_commit, files_per_task, task_mb, shard_mb, num_cpus, task_retries, options, retry_policy,
+             dashboard, budget: FileBudget, worker_memory_mib, progress, on_commit) -> dict[str, Any]:
     import ray
 
     started = time.perf_counter()
     say = progress or (lambda line: print(line, file=sys.stderr, flush=True))
-    options = dict(storage_options or {})
-    preset = get_preset(preset, **(preset_options or {}))
-    for name, value in (("files_per_commit", files_per_commit), ("files_per_task", files_per_task),
-                        ("task_mb", task_mb), ("shard_mb", shard_mb), ("num_cpus", num_cpus)):
-        if value is not None and not value > 0:
-            raise ValueError(f"{name} must be > 0, got {value}")
-    layout = CorpusLayout(output, options)
     if overwrite:
         layout.reset()
+    layout.remove_temporary_files()
     config = {"preset": preset.to_dict(), "format": check_format(fmt)}
     _check_same_config(layout, config)
 
-    items, ignored = list_inputs(list(inputs), fmt, **options)
+    items, ignored = list_inputs(inputs, fmt, **options)
     done_rows = {r["path"]: r for r in layout.committed_rows()}
-    stale = layout.remove_uncommitted_windows({r["commit"] for r in done_rows.values()})
+    for uri, why in layout.set_aside:
+        say(f"[prepare] commit file {uri} is damaged ({why}): set aside as {posixpath.basename(uri)}.corrupt; "
+            "the recordings it held are done again")
+    committed = {r["commit"] for r in done_rows.values()}
+    stale = layout.remove_uncommitted_windows(committed)
     if stale:
         say(f"[prepare] removed {len(stale)} window files of an interrupted run")
+    foreign = layout.foreign_files(committed)
+    if foreign:
+        say(f"[prepare] {len(foreign)} files under {layout.windows} were not written by this pipeline "
+            f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}): left in place, never read")
     todo = [i for i in items if i.path not in done_rows or done_rows[i.path]["retryable"]]
     say(f"[prepare] {len(items)} recordings listed ({len(items) - len(todo)} already done, "
         f"{len(ignored)} other files ignored); preset {preset.name}")
@@ -237,8 +335,11 @@ def prepare_corpus(inputs: list[str], output: str, preset: str | Preset = "cbram
         local = {"include_dashboard": dashboard} if address == "local" else {}
         ray.init(address=address, log_to_driver=False, **local)
     ray_start_s = time.perf_counter() - ray_started
-    cpus = float(ray.cluster_resources().get("CPU", 1.0))
+    resources = ray.cluster_resources()
+    cpus = float(resources.get("CPU", 1.0))
     files_per_commit = int(files_per_commit or max(128, 16 * cpus))
+    memory_bytes = int(worker_memory_mib * MIB) if worker_memory_mib else max(
+        1 << 30, int(float(resources.get("memory", 0.0)) * num_cpus / max(cpus, 1.0)))
     context = ray.data.DataContext.get_current()
     progress_bars, context.enable_progress_bars = context.enable_progress_bars, False  # our own line instead
 
@@ -246,7 +347,7 @@ def prepare_corpus(inputs: list[str], output: str, preset: str | Preset = "cbram
     run = _Run(layout, preset, retry_policy, options, _expected_shapes(done_rows.values()),
                pool=max(1, int(cpus // num_cpus)), num_cpus=num_cpus, task_retries=task_retries, shard_mb=shard_mb,
                files_per_commit=files_per_commit, files_per_task=files_per_task, task_mb=task_mb, say=say,
-               on_commit=on_commit, counts=counts, total=len(todo))
+               on_commit=on_commit, counts=counts, total=len(todo), budget=budget, memory_bytes=memory_bytes)
     stream_started = time.time()
     try:
         run.process(todo)
@@ -255,7 +356,13 @@ def prepare_corpus(inputs: list[str], output: str, preset: str | Preset = "cbram
         run.close()
     costs = {"ray_start_s": ray_start_s, "workers_start_s": (run.first_task_at or stream_started) - stream_started,
              "processing_s": (run.last_result_at or stream_started) - (run.first_task_at or stream_started)}
-    return _finish(layout, config, list(inputs), ignored, counts, time.perf_counter() - started, costs, say)
+    try:
+        return _finish(layout, config, inputs, ignored, counts, time.perf_counter() - started, costs, say)
+    except OSError as error:
+        if not storage.is_storage_error(error) or isinstance(error, OutputStorageError):
+            raise
+        raise OutputStorageError(_stopped_on_storage(f"{OUTPUT_ERROR}: writing the manifest or corpus.json of "
+                                                     f"{layout.output}: {storage.describe(error)}")) from None
 
 
 def _check_same_config(layout: CorpusLayout, config: dict) -> None:
@@ -284,10 +391,12 @@ class _Run:
 
     def __init__(self, layout: CorpusLayout, preset: Preset, policy, options, expected, *, pool: int, num_cpus: float,
                  task_retries: int, shard_mb: float, files_per_commit: int, files_per_task: int | None,
-                 task_mb: float, say, on_commit, counts: dict, total: int):
+                 task_mb: float, say, on_commit, counts: dict, total: int, budget: FileBudget | None = None,
+                 memory_bytes: int | None = None):
         import ray
 
         self.layout, self.preset, self.policy, self.options, self.expected = layout, preset, policy, options, expected
+        self.budget, self.memory_bytes = budget or FileBudget(), memory_bytes
         self.pool, self.num_cpus, self.task_retries = pool, num_cpus, task_retries
         self.shard_bytes, self.task_bytes = int(shard_mb * 2**20), int(task_mb * 2**20)
         self.files_per_commit, self.files_per_task = files_per_commit, files_per_task
@@ -315,15 +424,29 @@ class _Run:
                 self._stream(pending, per_task)
                 return
             except _ExecutionFailed as failure:
-                text, (started, _) = failure.args
+                text, (started, _, stopped) = failure.args
                 left = [i for i in pending if i.path not in self.done]
+                culprits = [i for i in left if i.path in stopped]
+                if culprits:  # a worker's guard ended it over these files: they are the cause, no retry
+                    self._commit([{**rejected_row(i, self.budget.cap(stopped[i.path][0]), stopped[i.path][1]),
+                                   "commit": ""} for i in culprits])
+                    self.say(f"[prepare] a worker was stopped over {len(culprits)} file(s) "
+                             f"({stopped[culprits[0].path][0][:160]}): rejected; the others go on")
+                    pending = [i for i in left if i.path not in stopped]
+                    continue
                 if not left:
                     return
                 if len(left) == 1:  # it failed alone
                     item = left[0]
                     self.failures[item.path] = self.failures.get(item.path, 0) + 1
                     if self.failures[item.path] > self.task_retries:
-                        self._commit([{**rejected_row(item, f"worker failed on this file: {text}", "worker_failed"), "commit": ""}])
+                        if re.search(r"out of memory|OutOfMemory|memory monitor", text, re.IGNORECASE):
+                            row = rejected_row(item, self.budget.cap(f"the worker ran out of memory on this file "
+                                                                     f"(stopped by Ray): {text}"), "too_large")
+                        else:
+                            row = rejected_row(item, self.budget.cap(f"worker failed on this file: {text}"),
+                                               "worker_failed")
+                        self._commit([{**row, "commit": ""}])
                         return
                     continue
                 suspects = [i for i in left if i.path in started] or left
@@ -356,6 +479,8 @@ class _Run:
 
         groups = self._groups(items, per_task)
         ray.get(self.tracker.reset.remote())
+        execution = new_prefix()
+        self.layout.record_execution(execution)  # before any shard of it exists: its files are ours to remove
         dataset = ray.data.from_items([{"group": json.dumps([vars(i) for i in g])} for g in groups],
                                       override_num_blocks=len(groups))
         with warnings.catch_warnings():
@@ -371,7 +496,8 @@ class _Run:
                 fn_constructor_kwargs={"preset": self.preset, "policy": self.policy, "options": self.options,
                                        "expected_shapes": self.expected, "tracker": self.tracker,
                                        "windows_uri": self.layout.windows, "shard_bytes": self.shard_bytes,
-                                       "chunk_bytes": min(self.shard_bytes, 64 * 2**20)})
+                                       "chunk_bytes": min(self.shard_bytes, 64 * 2**20), "execution": execution,
+                                       "budget": self.budget, "memory_bytes": self.memory_bytes})
         received: list[dict] = []
         last_commit = time.perf_counter()
         batches = iter(dataset.iter_batches(batch_size=None, batch_format="pyarrow"))
@@ -383,6 +509,9 @@ class _Run:
                     break
                 except Exception as error:  # noqa: BLE001 - a worker died for good, or the execution broke
                     self._commit(received)  # their windows are written: keep them
+                    output_error = next((line for line in str(error).splitlines() if OUTPUT_ERROR in line), None)
+                    if output_error:  # the storage, not a file: stop and say so
+                        raise OutputStorageError(_stopped_on_storage(output_error[output_error.index(OUTPUT_ERROR):]))
                     state = ray.get(self.tracker.reset.remote())
                     self._note_first_start(state[1])
                     text = str(error).strip().splitlines()[-1][:500] if str(error).strip() else "no message"
@@ -408,7 +537,13 @@ class _Run:
         self.sequence += 1
         # Commit names sort in time order (the latest row of a path wins) and hold no "_".
         name = f"{new_prefix()}-{self.sequence:05d}"
-        self.layout.commit(name, rows)
+        try:
+            self.layout.commit(name, rows)
+        except OSError as error:
+            if not storage.is_storage_error(error):
+                raise
+            raise OutputStorageError(_stopped_on_storage(
+                f"{OUTPUT_ERROR}: writing commit {name} under {self.layout.progress}: {storage.describe(error)}")) from None
         self.done.update(row["path"] for row in rows)
         counts = self.counts
         for row in rows:
@@ -423,6 +558,11 @@ class _Run:
         if self.on_commit:
             self.on_commit({"commit": name, "paths": [r["path"] for r in rows],
                             "prefixes": sorted({r["commit"] for r in rows}), "windows": sum(r["n_windows"] for r in rows)})
+
+
+def _stopped_on_storage(what: str) -> str:
+    return (f"{what}. The run stopped: no recording was blamed, what was committed stays; free space (or fix "
+            "access) and run the same command again to resume")
 
 
 def _finish(layout: CorpusLayout, config: dict, inputs: list[str], ignored, counts: dict, elapsed: float,

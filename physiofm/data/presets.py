@@ -41,6 +41,15 @@ class Preset:
         needed = getattr(self.steps[0], "needed", None) if self.steps else None
         return needed(labels) if needed else None
 
+    @property
+    def target_rate(self) -> float | None:
+        """The rate the preset resamples to (None: it keeps the recording's), for the file budget."""
+        for step in self.steps:
+            rate = getattr(step, "sfreq", None)
+            if isinstance(rate, (int, float)) and rate > 0:
+                return float(rate)
+        return None
+
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "steps": [describe(s) for s in self.steps], "windows": describe(self.windows)}
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import reprlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +36,8 @@ REASON_CODES = {
     "nan_samples": "too many invalid (NaN) samples, or too long a gap",
     "amplitude": "no window within the preset's amplitude bounds",
     "shape_mismatch": "window shapes differ from the rest of the corpus",
-    "too_large": "decoding it needs more memory than is available (what it declares is out of proportion?)",
+    "too_large": "what it declares or needs is beyond the per-file budget (memory, size against its bytes on disk)",
+    "too_slow": "processing it took longer than the per-file time limit",
     "storage": "storage kept failing (retryable, not the recording's fault)",
     "worker_failed": "the worker process died on this file",
     "no_report": "its task reported nothing",
@@ -55,15 +57,48 @@ class RecordingRejected(Exception):
         self.code = code
 
 
+MAX_ERROR_CHARS = 300  # a library's message can quote a whole file
+
+
 def error_text(error: BaseException) -> str:
-    """A library error's message for a reason, without Python's exception class names."""
-    text = str(error).strip()
-    if isinstance(error, KeyError) and error.args:
-        return f"no entry {error.args[0]!r}"
+    """A library error's message for a reason, without Python's exception class names, at most
+    `MAX_ERROR_CHARS` long."""
+    if isinstance(error, KeyError) and error.args:  # its text is the key's repr, whatever the key holds
+        return f"no entry {short(error.args[0], 100)}"
+    try:
+        text = cap(str(error).strip(), MAX_ERROR_CHARS)
+    except Exception:  # noqa: BLE001 - a message that cannot be built says nothing
+        text = ""
     if text:
         return text
     return {"EOFError": "the data ends early (truncated?)", "MemoryError": "needs more memory than is available",
             "StopIteration": "the data ends early (truncated?)"}.get(type(error).__name__, "the decoder gave no message")
+
+
+def cap(text: str, limit: int = 400) -> str:
+    """`text` cut to `limit` characters, saying how long it was."""
+    if len(text) <= limit:
+        return text
+    tail = f" ... [{len(text)} characters]"
+    return text[: max(0, limit - len(tail))] + tail
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxtuple, _SHORT.maxlist, _SHORT.maxdict = 2, 4, 6, 4
+_SHORT.maxset = _SHORT.maxfrozenset = _SHORT.maxdeque = _SHORT.maxarray = 4
+_SHORT.maxstring = _SHORT.maxother = 60
+_SHORT.maxlong = 40
+
+
+def short(value: Any, limit: int = 120) -> str:
+    """A bounded description of anything a file holds (a key, a value, a label) for a reason:
+    nested or huge content never becomes a huge string (reprlib's limits, then `cap`)."""
+    if isinstance(value, str):
+        return cap(repr(value[: limit + 1]), limit)
+    try:
+        return cap(_SHORT.repr(value), limit)
+    except Exception:  # noqa: BLE001 - a repr that fails says nothing worth a reason
+        return f"<{type(value).__name__}>"
 
 
 @dataclass

@@ -80,6 +80,22 @@ class ShardWriter:
         self._close_file()
         return self.files
 
+    def abandon(self) -> None:
+        """After a failed write: close what is open and remove this attempt's files, as far as the
+        storage lets us (what stays is never committed, and removed by the next run)."""
+        self.pending, self.pending_bytes = [], 0
+        try:
+            if self.writer is not None:
+                self.writer.close()
+        except Exception:  # noqa: BLE001 - the storage that failed may fail again
+            pass
+        self.writer, self.schema, self.written = None, None, 0
+        for path in self.files:
+            try:
+                self.filesystem.delete_file(path)
+            except Exception:  # noqa: BLE001
+                pass
+
     def _close_file(self) -> None:
         if self.writer is not None:
             self.writer.close()

@@ -7,9 +7,11 @@ logged). Transient storage errors are retried with exponential backoff by `retry
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import posixpath
 import re
+import secrets
 import shutil
 import tempfile
 import time
@@ -127,6 +129,34 @@ def is_transient(error: BaseException) -> bool:
     return bool(_TRANSIENT_TEXT.search(str(error)))
 
 
+# What an OSError's errno says about the storage (not the file's content): full, denied,
+# read-only, unreachable, gone, out of handles.
+STORAGE_ERRNOS = frozenset(getattr(errno, name) for name in (
+    "ENOSPC", "EDQUOT", "EACCES", "EPERM", "EROFS", "EIO", "ETIMEDOUT", "ECONNRESET", "ECONNREFUSED", "ECONNABORTED",
+    "EAGAIN", "EBUSY", "ENFILE", "EMFILE", "ENOENT", "ESTALE", "ENOTCONN", "EHOSTUNREACH", "ENETUNREACH",
+    "ENETDOWN", "EPIPE") if hasattr(errno, name))
+_STORAGE_TEXT = re.compile(r"AWS Error|No space left|Disk quota|Permission denied|Access ?Denied|Read-only file "
+                           r"system|Forbidden|\b403\b", re.IGNORECASE)
+
+
+def is_storage_error(error: BaseException) -> bool:
+    """An error of the storage itself (full, denied, throttled, unreachable, a file gone), which a
+    run must never blame on a recording: retry it, or stop and say so."""
+    if isinstance(error, StorageError) or is_transient(error):
+        return True
+    if isinstance(error, OSError) and error.errno in STORAGE_ERRNOS:
+        return True
+    return isinstance(error, OSError) and bool(_STORAGE_TEXT.search(str(error)[:2000]))
+
+
+def describe(error: BaseException) -> str:
+    """A storage error for a person: the operating system's words and errno name, or the store's."""
+    if isinstance(error, OSError) and error.errno in errno.errorcode:
+        where = f" ({error.filename})" if error.filename else ""
+        return f"{error.strerror or os.strerror(error.errno)} [{errno.errorcode[error.errno]}]{where}"
+    return str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     attempts: int = 5
@@ -164,7 +194,9 @@ def retry(operation: Callable[[], T], policy: RetryPolicy = RetryPolicy(), what:
 
 def walk(uri: str, **options: Any) -> dict[str, int]:
     """{file URI: size in bytes} of every file under `uri` (recursively), sorted; `uri` itself when
-    it is a file."""
+    it is a file. Local folders are walked through symbolic links (each real folder once)."""
+    if not is_remote(uri):
+        return _walk_local(strip_scheme(uri))
     fs, path = fsspec_filesystem(uri, **options)
     if retry(lambda: fs.isfile(path), what=f"stat {uri}"):
         return {to_uri(uri, path): int(retry(lambda: fs.size(path), what=f"stat {uri}"))}
@@ -172,6 +204,34 @@ def walk(uri: str, **options: Any) -> dict[str, int]:
         raise FileNotFoundError(f"input not found: {uri}")
     found = retry(lambda: fs.find(path, detail=True), what=f"list {uri}")
     return {to_uri(uri, p): int(info.get("size") or 0) for p, info in sorted(found.items())}
+
+
+def _walk_local(path: str) -> dict[str, int]:
+    if os.path.isfile(path):
+        return {path: os.path.getsize(path)}
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"input not found: {path}")
+    found: dict[str, int] = {}
+    visited: set[str] = set()
+    for folder, folders, files in os.walk(path, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in visited:  # a link back to a folder already walked (a cycle, or the same folder twice)
+            folders[:] = []
+            continue
+        visited.add(real)
+        folders.sort()
+        for name in files:
+            file = os.path.join(folder, name)
+            try:
+                found[file] = os.path.getsize(file)
+            except OSError:
+                found[file] = 0  # a dangling link: listed, and its reader says what is wrong
+    return dict(sorted(found.items()))
+
+
+def real_path(uri: str) -> str:
+    """What `uri` is, whatever it is called: symbolic links resolved for local files."""
+    return uri if is_remote(uri) else os.path.realpath(strip_scheme(uri))
 
 
 @contextlib.contextmanager
@@ -202,11 +262,47 @@ def read_bytes(uri: str, policy: RetryPolicy = RetryPolicy(), **options: Any) ->
     return retry(lambda: fs.cat_file(path), policy, what=f"read {uri}")
 
 
+TEMPORARY_NAME = re.compile(r"^\..+\.tmp-[0-9a-f]{8}$")  # what `write_bytes` writes before it renames
+
+
 def write_bytes(uri: str, data: bytes, **options: Any) -> None:
+    """Write `data` at `uri` atomically: a reader sees the old content or the new, never a part.
+    Locally a temporary file beside it, synced, then renamed over it; on an object store one PUT
+    (an object appears whole or not at all)."""
     fs, path = fsspec_filesystem(uri, **options)
-    if not is_remote(uri):  # object stores have no folders to make
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-    retry(lambda: fs.pipe_file(path, data), what=f"write {uri}")
+    if is_remote(uri):
+        retry(lambda: fs.pipe_file(path, data), what=f"write {uri}")
+        return
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    temporary = os.path.join(directory, f".{os.path.basename(path)}.tmp-{secrets.token_hex(4)}")
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    with contextlib.suppress(OSError):  # the rename itself durable
+        descriptor = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+
+def rename(source: str, target: str, **options: Any) -> None:
+    """Move `source` to `target` on the same storage (a copy then a delete on object stores)."""
+    fs, path = fsspec_filesystem(source, **options)
+    _, destination = fsspec_filesystem(target, **options)
+    if is_remote(source):
+        retry(lambda: fs.copy(path, destination), what=f"copy {source}")
+        retry(lambda: fs.rm(path), what=f"remove {source}")
+    else:
+        os.replace(path, destination)
 
 
 def remove(uri: str, recursive: bool = False, **options: Any) -> None:

@@ -8,6 +8,7 @@ bad value, and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -139,8 +140,7 @@ class RunConfig:
     seed: int = 0
 
     def validate(self) -> None:
-        if not self.name or any(c in self.name for c in "/\\ "):
-            raise ConfigError(f"run.name must be a non-empty name without '/', '\\' or spaces, got {self.name!r}")
+        check_name("run.name", self.name)
         if not self.storage:
             raise ConfigError("run.storage must be a local directory or an s3:// URI, got ''")
         _positive("run.max_steps", self.max_steps)
@@ -290,6 +290,17 @@ def _reject_unknown(path: str, data: Mapping[str, Any], allowed: set[str]) -> No
         where = f"{path}." if path else ""
         raise ConfigError(f"unknown config key {where}{unknown[0]!s}; allowed keys"
                           f"{' of ' + path if path else ''}: {sorted(allowed)}")
+
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def check_name(field: str, name: str) -> None:
+    """A name that becomes a folder: one path segment (letters, digits, '.', '_', '-'; not '.' or
+    '..', nothing that starts with a dot or a dash), at most 128 characters."""
+    if not isinstance(name, str) or not _NAME.match(name) or name in (".", ".."):
+        raise ConfigError(f"{field} must be one folder name: letters, digits, '.', '_' or '-', starting with a letter "
+                          f"or digit, at most 128 characters (no '/', '..', spaces); got {name!r}")
 
 
 def _positive(name: str, value: float) -> None:

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import tempfile
 import time
 import warnings
@@ -19,6 +20,7 @@ from typing import Any, Callable, Iterable
 
 import torch
 
+from physiofm.platform.checkpoints import verify_local, write_manifest
 from physiofm.platform.config import OptimConfig, TrainConfig
 from physiofm.platform.export import export_encoders
 
@@ -93,15 +95,17 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     resumed_from = ""
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
+            verify_local(directory)  # a damaged file is named here, not deep inside torch.load
             engine.load_checkpoint(directory, tag=CHECKPOINT_TAG)
         resumed_from = checkpoint.path
         if rank == 0:
             logger.info(f"[physiofm] resumed from checkpoint {checkpoint.path} at global_step={engine.global_steps}")
 
     writer = None
-    if rank == 0 and tensorboard_dir:
+    if rank == 0 and (tensorboard_dir or tensorboard_uri):
         from torch.utils.tensorboard import SummaryWriter
 
+        tensorboard_dir = tensorboard_dir or private_scratch(f"tensorboard-{cfg.run.name}")
         writer = SummaryWriter(tensorboard_dir)
 
     shard = ray.train.get_dataset_shard("train")
@@ -123,7 +127,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             report["val_loss"] = _validation_loss(engine, validation, cfg, float_dtype, device, rank, world)
             if rank == 0:
                 logger.info(f"[physiofm] step {step} validation loss={report['val_loss']:.4f}")
-        _save_and_report(engine, objective, report, rank, step)
+        _save_and_report(engine, objective, report, rank, step, world)
         if writer is not None and tensorboard_uri:
             _upload_dir(tensorboard_dir, tensorboard_uri)
 
@@ -131,6 +135,16 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
               float_dtype=float_dtype, scheduler=scheduler, writer=writer, resumed_from=resumed_from)
     if writer is not None:
         writer.close()
+        if tensorboard_uri:
+            _upload_dir(tensorboard_dir, tensorboard_uri)
+            shutil.rmtree(tensorboard_dir, ignore_errors=True)
+
+
+def private_scratch(what: str) -> str:
+    """A new temporary folder of this run on this node, readable by its owner only: scratch (e.g. event
+    files for remote storage, uploaded at every checkpoint) never goes to a fixed folder that other
+    runs or users of the host share."""
+    return tempfile.mkdtemp(prefix=f"physiofm-{what}-")
 
 
 def build_optimizer(objective: torch.nn.Module, cfg: TrainConfig):
@@ -275,7 +289,7 @@ def _draw_seed(seed: int, rank: int, micro_step: int) -> int:
         (seed * 1_000_003 + rank) * 1_000_000_007 + micro_step)).item())
 
 
-def _save_and_report(engine, objective, report: dict, rank: int, step: int) -> None:
+def _save_and_report(engine, objective, report: dict, rank: int, step: int, world: int = 1) -> None:
     import deepspeed
     import ray.train
 
@@ -286,6 +300,7 @@ def _save_and_report(engine, objective, report: dict, rank: int, step: int) -> N
             if rank == 0:
                 export_encoders(objective, Path(directory) / "export")
                 (Path(directory) / "metrics.json").write_text(json.dumps(report, indent=1, default=str))
+        write_manifest(directory, rank, world, step)  # last: a checkpoint without all manifests is incomplete
         ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(directory),
                          checkpoint_dir_name=f"step_{step:08d}")
 

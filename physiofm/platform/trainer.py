@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 from physiofm.data import storage
+from physiofm.platform.checkpoints import CHECKPOINT_DIR, recover_run
 from physiofm.platform.config import ConfigError, TrainConfig
 from physiofm.platform.run_record import check_resume, write_record
 from physiofm.platform.train_loop import (DEEPSPEED_KEY, TENSORBOARD_KEY, TENSORBOARD_SYNC_KEY, THREADS_KEY,
@@ -164,7 +163,17 @@ def existing_checkpoints(run_uri: str) -> list[str]:
     fs, path = storage.fsspec_filesystem(run_uri)
     if not fs.exists(path):
         return []
-    return sorted(p.rsplit("/", 1)[-1] for p in fs.ls(path, detail=False) if p.rsplit("/", 1)[-1].startswith("step_"))
+    return sorted(p.rsplit("/", 1)[-1] for p in fs.ls(path, detail=False) if CHECKPOINT_DIR.match(p.rsplit("/", 1)[-1]))
+
+
+def tensorboard_locations(storage_uri: str, name: str) -> tuple[str, str]:
+    """(where rank 0 writes event files, where they end up). On remote storage the first is "": rank
+    0 writes into a private temporary folder of its own (`train_loop.private_scratch`), uploaded at
+    every checkpoint; never a fixed folder of the system's temporary directory shared by its users."""
+    if storage.is_remote(storage_uri):
+        return "", storage.join(storage_uri, name, "tensorboard")
+    folder = os.path.join(storage.strip_scheme(storage_uri), name, "tensorboard")
+    return folder, folder
 
 
 def pretrain(cfg: TrainConfig, *, address: str | None = None, log: Log = print) -> RunSummary:
@@ -192,7 +201,10 @@ def pretrain(cfg: TrainConfig, *, address: str | None = None, log: Log = print) 
     previous = existing_checkpoints(run_uri)
     if previous:
         check_resume(cfg, run_uri, log)
-        log(f"run '{cfg.run.name}' has checkpoints in {run_uri}: resuming from {previous[-1]}")
+        fs, run_path = storage.fsspec_filesystem(run_uri)
+        recovery = recover_run(fs, run_path, log)  # the newest complete checkpoint, Ray's snapshot to match
+        if recovery.resume_from:
+            log(f"run '{cfg.run.name}' has checkpoints in {run_uri}: resuming from {recovery.resume_from}")
     write_record(cfg, run_uri)
     connect_ray(address, log)
 
@@ -222,11 +234,9 @@ def pretrain(cfg: TrainConfig, *, address: str | None = None, log: Log = print) 
 
     if storage.is_remote(cfg.run.storage):
         storage_fs, storage_path = storage.pyarrow_filesystem(cfg.run.storage, via_fsspec=True)
-        tensorboard_dir = str(Path(tempfile.gettempdir()) / "physiofm-tensorboard" / cfg.run.name)
-        tensorboard_uri = storage.join(run_uri, "tensorboard")
     else:
         storage_fs, storage_path = None, storage.strip_scheme(cfg.run.storage)
-        tensorboard_dir = tensorboard_uri = os.path.join(storage_path, cfg.run.name, "tensorboard")
+    tensorboard_dir, tensorboard_uri = tensorboard_locations(cfg.run.storage, cfg.run.name)
     loop_config = cfg.to_dict()
     loop_config[DEEPSPEED_KEY] = deepspeed_config(cfg, template, cfg.scaling.use_gpu)
     loop_config[TENSORBOARD_KEY] = tensorboard_dir

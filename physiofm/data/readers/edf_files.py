@@ -15,6 +15,7 @@ from pathlib import Path
 import mne
 import numpy as np
 
+from physiofm.data.budget import DeclaredSignal, FileBudget
 from physiofm.data.channels import type_from_label
 from physiofm.data.readers.edf_header import continuous_runs, parse_edf_header, record_onsets
 from physiofm.data.recording import Recording, RecordingRejected, error_text
@@ -27,11 +28,13 @@ MAX_NOTE_CHARS = 300
 
 
 def read_edf(path: str, source: str, kind: str = "edf",
-             decode_only: Callable[[list[str]], list[int] | None] | None = None) -> list[Recording]:
+             decode_only: Callable[[list[str]], list[int] | None] | None = None,
+             budget: FileBudget | None = None) -> list[Recording]:
     """Recordings in physical units (V for voltage channels); `kind` is 'edf' or 'bdf'.
 
     `decode_only(labels)` may name the indices of the only channels to decode (None: all); the
-    file's full channel list stays in `meta["file_channels"]`.
+    file's full channel list stays in `meta["file_channels"]`. What the channels to decode declare
+    (their rates, MNE's reading rate, their length) is checked against `budget` first.
     """
     header = parse_edf_header(path, kind)
     name = kind.upper()
@@ -49,8 +52,12 @@ def read_edf(path: str, source: str, kind: str = "edf",
             picks = decode_only(file_channels) if decode_only else None
             keep = list(range(len(file_channels))) if picks is None else list(picks)
             sfreq = float(raw.info["sfreq"])
+            if len(file_channels) == len(header.data_signals):
+                _check_budget(budget or FileBudget(), header, raw, keep, records)
             samples = min(raw.n_times, int(round(records * header.record_s * sfreq)))
             data = raw.get_data(picks=keep, stop=samples).astype(np.float64, copy=False)
+        except RecordingRejected:
+            raise
         except Exception as error:  # noqa: BLE001 - the header is checked: what is left is MNE's to say
             raise RecordingRejected(f"not a readable {name} file (MNE: {error_text(error)})", "unreadable")
     notes = []
@@ -105,6 +112,22 @@ def read_edf(path: str, source: str, kind: str = "edf",
             meta=part_meta, native_rates=rates if any(rate != sfreq for rate in rates) else None,
         ))
     return recordings
+
+
+def _check_budget(budget: FileBudget, header, raw, keep: list[int], records: int) -> None:
+    """What decoding `keep` would allocate, from the header: each signal's rate and length, MNE's
+    reading rate (the highest of the file's signals, every decoded one is brought to it)."""
+    types = raw.get_channel_types()
+    signals = []
+    for i in keep:
+        signal = header.data_signals[i]
+        label = raw.ch_names[i]
+        signals.append(DeclaredSignal(label, type_from_label(label, _MNE_TYPES.get(types[i], "misc")),
+                                      header.rate(signal), records * header.samples[signal]))
+    what = (f"{header.kind.upper()} header ({records} data records of {header.record_s:g} s, "
+            f"{len(header.data_signals)} signals)")
+    budget.check(what, header.file_bytes, signals, read_rate_hz=float(raw.info["sfreq"]),
+                 duration_s=records * header.record_s)
 
 
 def _count_annotations(path: str) -> int:

@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import math
 import re
+import struct
+import zlib
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import scipy.io
 
+from physiofm.data.budget import MIB, DeclaredSignal, FileBudget, mib, short
 from physiofm.data.channels import EMOTIV_14, SEED_62
 from physiofm.data.readers.resampling import resample_marking_invalid
 from physiofm.data.recording import Recording, RecordingRejected, error_text
@@ -30,9 +33,65 @@ AMIGOS_RATINGS = ("arousal", "valence", "dominance", "liking", "familiarity", "n
 _TRIAL_KEY = re.compile(r"_eeg(\d+)$")
 
 
-def load(path: str, **kwargs) -> dict:
+_MI_COMPRESSED = 15  # MATLAB 5 data type of a zlib-compressed element
+_CHUNK = 1 << 20
+
+
+def decompressed_bytes(path: str, limit: int) -> int:
+    """Bytes the compressed elements of a MATLAB 5 file inflate to, counted by decompressing them
+    in chunks and discarding the output; stops (returning a count > `limit`) as soon as `limit`
+    is passed. Files of other versions (v4, v7.3/HDF5) have no such elements: 0."""
+    total = 0
+    with open(path, "rb") as handle:
+        header = handle.read(128)
+        if len(header) < 128 or header[126:128] not in (b"IM", b"MI"):
+            return 0
+        order = "<" if header[126:128] == b"IM" else ">"
+        while True:
+            tag = handle.read(8)
+            if len(tag) < 8:
+                return total
+            kind, size = struct.unpack(order + "II", tag)
+            if kind >> 16:  # small data element: type, size and data in these 8 bytes
+                continue
+            if kind != _MI_COMPRESSED:
+                handle.seek(size + (-size % 8), 1)
+                continue
+            inflater, left = zlib.decompressobj(), size
+            while left > 0:
+                chunk = handle.read(min(left, _CHUNK))
+                if not chunk:
+                    return total  # truncated: scipy says so
+                left -= len(chunk)
+                try:
+                    total += len(inflater.decompress(chunk, _CHUNK))
+                    while inflater.unconsumed_tail and total <= limit:
+                        total += len(inflater.decompress(inflater.unconsumed_tail, _CHUNK))
+                except zlib.error:
+                    return total  # corrupt: scipy says so
+                if total > limit:
+                    return total
+
+
+def check_decompression(path: str, budget: FileBudget) -> None:
+    """Reject a .mat whose compressed variables inflate beyond the budget (per recording, and
+    relative to the file's size) before scipy allocates them."""
+    size = Path(path).stat().st_size
+    limit = min(budget.max_recording_bytes, max(16 * MIB, int(budget.max_expansion * size)))
+    inflated = decompressed_bytes(path, limit)
+    if inflated > limit:
+        raise RecordingRejected(
+            f"MATLAB file {Path(path).name}: its compressed variables inflate to more than {mib(limit)} from "
+            f"{mib(size)} on disk (limits: budget max_recording_mib, max_expansion {budget.max_expansion:g}x)",
+            "too_large")
+
+
+def load(path: str, budget: FileBudget | None = None, **kwargs) -> dict:
+    check_decompression(path, budget or FileBudget())
     try:
         return scipy.io.loadmat(path, **kwargs)
+    except MemoryError:
+        raise
     except Exception as error:  # noqa: BLE001 - truncated/corrupt/v7.3 files fail in many ways
         raise RecordingRejected(f"not a readable MATLAB file: {error_text(error)}", "unreadable")
 
@@ -53,22 +112,23 @@ def layout(path: str) -> str:
     if len(trials) == 15:
         return "seed"
     raise RecordingRejected(
-        f"unrecognised .mat layout (variables {sorted(names)[:8]}); expected SEED (15 *_eegN), "
+        f"unrecognised .mat layout (variables {short(sorted(names)[:8], 200)}); expected SEED (15 *_eegN), "
         "SEED-IV (24 *_eegN), DREAMER or AMIGOS; pass the format explicitly"
         + ("; a 'val' variable is a WFDB signal file (MATLAB format): is its .hea header missing?"
            if names == ["val"] else ""), "dataset_layout")
 
 
-def read_seed(path: str, source: str, label_path: str | None = None, dataset: str = "seed") -> list[Recording]:
+def read_seed(path: str, source: str, label_path: str | None = None, dataset: str = "seed",
+              budget: FileBudget | None = None) -> list[Recording]:
     """SEED `{subject}_{date}.mat` (15 trials) or SEED-IV `{session}/{subject}_{date}.mat` (24)."""
-    content = load(path)
+    content = load(path, budget)
     keys = sorted((k for k in content if _TRIAL_KEY.search(k)), key=lambda k: int(_TRIAL_KEY.search(k)[1]))
     if not keys:
-        raise RecordingRejected(f"no trial variables named *_eegN in {sorted(k for k in content if not k.startswith('__'))}",
-                                "dataset_layout")
+        names = sorted(k for k in content if not k.startswith('__'))
+        raise RecordingRejected(f"no trial variables named *_eegN in {short(names[:12], 200)}", "dataset_layout")
     stem = Path(source).stem
     subject, _, date = stem.partition("_")
-    classes, session, notes = _seed_classes(dataset, source, label_path, len(keys))
+    classes, session, notes = _seed_classes(dataset, source, label_path, len(keys), budget)
     recordings = []
     for index, key in enumerate(keys):
         trial = np.asarray(content[key], dtype=np.float64)
@@ -83,7 +143,7 @@ def read_seed(path: str, source: str, label_path: str | None = None, dataset: st
     return recordings
 
 
-def _seed_classes(dataset: str, source: str, label_path: str | None, n_trials: int):
+def _seed_classes(dataset: str, source: str, label_path: str | None, n_trials: int, budget: FileBudget | None = None):
     if dataset == "seediv":
         session = Path(source).parent.name
         if session not in SEED_IV_LABELS:
@@ -91,21 +151,28 @@ def _seed_classes(dataset: str, source: str, label_path: str | None, n_trials: i
         return list(SEED_IV_LABELS[session][:n_trials]), session, []
     if label_path is None:
         return [-1] * n_trials, "", ["label.mat not found beside the file: labels unknown"]
-    raw = np.asarray(load(label_path).get("label", np.array([]))).ravel()
-    if raw.size != n_trials or not set(raw.tolist()) <= set(SEED_CLASSES):
-        raise RecordingRejected(f"label.mat 'label' must hold {n_trials} values in {{-1, 0, 1}}; got {raw.tolist()}", "dataset_layout")
+    raw = np.asarray(load(label_path, budget).get("label", np.array([]))).ravel()
+    if raw.size != n_trials or raw.dtype == object or not np.isin(raw, list(SEED_CLASSES)).all():
+        shown = short(raw[:16].tolist(), 120) + (f" ... ({raw.size} values)" if raw.size > 16 else "")
+        raise RecordingRejected(f"label.mat 'label' must hold {n_trials} values in {{-1, 0, 1}}; got {shown}",
+                                "dataset_layout")
     return [SEED_CLASSES[int(v)] for v in raw], "", []
 
 
-def read_dreamer(path: str, source: str) -> list[Recording]:
+def read_dreamer(path: str, source: str, budget: FileBudget | None = None) -> list[Recording]:
     """Every subject × film of `DREAMER.mat`: 14 EEG + 2 ECG, the ECG resampled to the EEG rate."""
+    budget = budget or FileBudget()
     try:
-        root = load(path)["DREAMER"][0, 0]
+        root = load(path, budget)["DREAMER"][0, 0]
         subjects = root["Data"][0]
         eeg_rate, ecg_rate = float(root["EEG_SamplingRate"].squeeze()), float(root["ECG_SamplingRate"].squeeze())
         electrodes = [str(np.asarray(e).squeeze()) for e in root["EEG_Electrodes"].ravel()]
     except (KeyError, IndexError, ValueError) as error:
         raise RecordingRejected(f"DREAMER.mat lacks the DREAMER struct layout: {error_text(error)}", "dataset_layout")
+    # The rates are the file's own: a garbled one must not make the ECG resampling allocate gigabytes.
+    budget.check("DREAMER.mat", Path(path).stat().st_size,
+                 [DeclaredSignal("EEG", "eeg", eeg_rate, 0), DeclaredSignal("ECG", "ecg", ecg_rate, 0)],
+                 read_rate_hz=eeg_rate, duration_s=0.0)
     ratio = Fraction(eeg_rate / ecg_rate).limit_denominator(1000)
     names = electrodes + ["ECG1", "ECG2"]
     recordings = []
@@ -136,9 +203,9 @@ def read_dreamer(path: str, source: str) -> list[Recording]:
     return recordings
 
 
-def read_amigos(path: str, source: str) -> list[Recording]:
+def read_amigos(path: str, source: str, budget: FileBudget | None = None) -> list[Recording]:
     """`Data_Preprocessed_P{NN}.mat`: 20 trials × (14 EEG, 2 ECG, GSR) at 128 Hz; empty trials skipped."""
-    content = load(path)
+    content = load(path, budget)
     if "joined_data" not in content:
         raise RecordingRejected("AMIGOS file lacks 'joined_data'", "dataset_layout")
     trials = content["joined_data"].ravel()

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import wfdb
 
+from physiofm.data.budget import DeclaredSignal, FileBudget
 from physiofm.data.channels import type_from_label
 from physiofm.data.readers.resampling import resample_marking_invalid
 from physiofm.data.readers.wfdb_header import (BYTES_PER_SAMPLE, FLAC_FORMATS, WfdbHeader, named_files, parse_header,
@@ -33,8 +34,11 @@ def signal_files(header_path: str) -> list[str]:
     return sorted(set(files) | {f"{name}.hea" for name in segments})
 
 
-def read_wfdb(header_path: str, source: str) -> list[Recording]:
-    """The record in physical units; channels at lower rates are resampled to the highest."""
+def read_wfdb(header_path: str, source: str, budget: FileBudget | None = None) -> list[Recording]:
+    """The record in physical units; channels at lower rates are resampled to the highest. What
+    the headers declare (rates, lengths, against the files' sizes) is checked against `budget`
+    before any sample is decoded."""
+    budget = budget or FileBudget()
     header = parse_header(header_path)
     if header.is_layout:
         raise RecordingRejected(
@@ -43,10 +47,10 @@ def read_wfdb(header_path: str, source: str) -> list[Recording]:
             "file as its first segment", "layout_header")
     dataset, subject, session = _identity(source, header.record_name)
     if header.is_multi_segment:
-        return _read_segments(header, header_path, source, dataset, subject, session)
+        return _read_segments(header, header_path, source, dataset, subject, session, budget)
     if not header.n_sig:
         raise RecordingRejected("no signal: the WFDB header declares 0 signals", "no_signal")
-    data, notes, meta = _read_record(header_path, header)
+    data, notes, meta = _read_record(header_path, header, budget)
     meta["notes"] = notes
     meta["record_duration_s"] = data.shape[1] / _top_rate(header)
     return [_recording(data, header, source, dataset, subject, session, meta)]
@@ -68,9 +72,11 @@ def _top_rate(header: WfdbHeader) -> float:
     return header.fs * max(s.samps_per_frame for s in header.signals)
 
 
-def _read_record(header_path: str, header: WfdbHeader) -> tuple[np.ndarray, list[str], dict]:
+def _read_record(header_path: str, header: WfdbHeader, budget: FileBudget) -> tuple[np.ndarray, list[str], dict]:
     """(data at the highest rate, notes, meta) of a single-segment record, every field checked."""
     _check_signal_files(header_path, header)
+    if any(s.fmt in FLAC_FORMATS for s in header.signals):  # compressed: what it inflates to, before wfdb decodes it
+        _check_budget(header_path, header, budget, rates=False)
     try:
         record = wfdb.rdrecord(header_path[: -len(".hea")], smooth_frames=False)
     except Exception as error:  # noqa: BLE001 - the header and file sizes are checked: this is the data
@@ -79,6 +85,7 @@ def _read_record(header_path: str, header: WfdbHeader) -> tuple[np.ndarray, list
         raise RecordingRejected(f"WFDB signal file(s) {header.signal_files()} cannot be decoded as format "
                                 f"{'/'.join(formats)}: {error_text(error)}", "unreadable")
     misread = _check_read_as_written(header_path, header, record)  # the fields wfdb decoded with
+    _check_budget(header_path, header, budget)  # before any resampling: rates, upsampling, bytes
     notes, meta = misread, {"comments": list(record.comments or [])}
     spf = [s.samps_per_frame for s in header.signals]
     data, native_nan = _to_highest_rate(record.e_p_signal, spf)
@@ -135,6 +142,43 @@ def _check_signal_files(header_path: str, header: WfdbHeader) -> None:
                 f"{len(signals)} signal(s) in format {fmt} need {needed}", "truncated")
 
 
+def _record_bytes(header_path: str, header: WfdbHeader) -> int:
+    """Bytes on disk of a single-segment record: its header and the signal files present."""
+    folder = Path(header_path).parent
+    files = [Path(header_path), *(folder / name for name in header.signal_files())]
+    return sum(path.stat().st_size for path in files if path.exists())
+
+
+def _frames(header_path: str, header: WfdbHeader) -> int | None:
+    """Frames of the record: as declared, else as many as its first signal file holds (None: unknown)."""
+    if header.sig_len is not None:
+        return header.sig_len
+    names = header.signal_files()
+    if not names:
+        return None
+    signals = [s for s in header.signals if s.file_name == names[0]]
+    if signals[0].fmt not in BYTES_PER_SAMPLE:
+        return None  # FLAC: its length is inside the compressed stream
+    per_frame = sum(s.samps_per_frame for s in signals) * BYTES_PER_SAMPLE[signals[0].fmt]
+    size = (Path(header_path).parent / names[0]).stat().st_size - signals[0].byte_offset
+    return max(0, int(size // per_frame)) if per_frame else None
+
+
+def _check_budget(header_path: str, header: WfdbHeader, budget: FileBudget, rates: bool = True) -> None:
+    frames = _frames(header_path, header)
+    what = f"WFDB header {Path(header_path).name}"
+    if not rates:
+        needed = 8.0 * (frames or 0) * sum(s.samps_per_frame for s in header.signals)
+        budget.check_bytes(what, _record_bytes(header_path, header), needed,
+                           f"{header.n_sig} signal(s) x {frames} frames, compressed")
+        return
+    signals = [DeclaredSignal(s.description or f"signal {s.index}", type_from_label(s.description or ""),
+                              header.fs * s.samps_per_frame, (frames or 0) * s.samps_per_frame)
+               for s in header.signals]
+    budget.check(what, _record_bytes(header_path, header), signals, read_rate_hz=_top_rate(header),
+                 duration_s=(frames or 0) / header.fs)
+
+
 def _wfdb_header(header_path: str):
     try:
         return wfdb.rdheader(header_path[: -len(".hea")])
@@ -177,7 +221,7 @@ def _check_read_as_written(header_path: str, header: WfdbHeader, read) -> list[s
 
 
 def _read_segments(master: WfdbHeader, header_path: str, source: str, dataset: str, subject: str,
-                   session: str) -> list[Recording]:
+                   session: str, budget: FileBudget) -> list[Recording]:
     folder = Path(header_path).parent
     name = Path(header_path).name
     read = _wfdb_header(header_path)
@@ -191,6 +235,7 @@ def _read_segments(master: WfdbHeader, header_path: str, source: str, dataset: s
         raise RecordingRejected(f"multi-segment record {master.record_name}: {len(missing)} of {len(names)} segment "
                                 f"headers missing beside {name} ({', '.join(missing[:5])}"
                                 f"{', ...' if len(missing) > 5 else ''})", "missing_file")
+    _check_segments_budget(master, header_path, budget)
     pieces, start, gaps, layout = [], 0, 0, 0
     for segment in master.segments:
         if segment.name == "~":
@@ -210,7 +255,7 @@ def _read_segments(master: WfdbHeader, header_path: str, source: str, dataset: s
                 raise RecordingRejected(f"multi-segment record {master.record_name}: segment {segment.name} holds "
                                         f"{part.sig_len} samples, line {segment.line} of {name} says {segment.length}",
                                         "header_field")
-            data, notes, meta = _read_record(segment_path, part)
+            data, notes, meta = _read_record(segment_path, part, budget)
             pieces.append((start, segment, part, data, notes, meta))
         start += segment.length
     if not pieces:
@@ -242,6 +287,27 @@ def _read_segments(master: WfdbHeader, header_path: str, source: str, dataset: s
         recordings.append(_recording(data, part, source, dataset, subject, session, meta,
                                      trial=first_segment.name))
     return recordings
+
+
+def _check_segments_budget(master: WfdbHeader, header_path: str, budget: FileBudget) -> None:
+    """The samples all segments declare together, against the bytes of the distinct files they are
+    read from: a master that names one segment thousands of times declares far more than it holds."""
+    folder = Path(header_path).parent
+    parts: dict[str, WfdbHeader] = {}
+    needed = 0.0
+    for segment in master.segments:
+        if segment.name == "~" or segment.length == 0:
+            continue
+        if segment.name not in parts:
+            parts[segment.name] = parse_header(str(folder / f"{segment.name}.hea"))
+        part = parts[segment.name]
+        needed += 8.0 * segment.length * max((s.samps_per_frame for s in part.signals), default=1) * len(part.signals)
+    on_disk = Path(header_path).stat().st_size + sum(_record_bytes(str(folder / f"{name}.hea"), part)
+                                                     for name, part in parts.items())
+    if budget.target_rate_hz and master.fs:
+        needed *= max(1.0, budget.target_rate_hz / master.fs)
+    budget.check_bytes(f"multi-segment record {master.record_name} ({len(master.segments)} segments, "
+                       f"{len(parts)} distinct)", on_disk, needed)
 
 
 def _layout_key(header: WfdbHeader) -> tuple:
