@@ -7,14 +7,15 @@ import time
 
 class PeakRSS:
     """Peaks of: this process with all its descendants (`total`), the Ray workers among them
-    (`ray::` processes of a Ray this process started; none when joining another's cluster), and this
-    process alone (`driver`). Bytes; `mib(name)` in MiB."""
+    (`ray::` processes of a Ray this process started; none when joining another's cluster), the
+    largest single one of them (`worker`), and this process alone (`driver`). Bytes; `mib(name)`
+    in MiB."""
 
     def __init__(self, interval_s: float = 0.05):
         import psutil
 
         self.me, self.interval_s = psutil.Process(), interval_s
-        self.total = self.workers = self.driver = 0
+        self.total = self.workers = self.worker = self.driver = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -30,6 +31,7 @@ class PeakRSS:
                     total += rss
                     if (proc.cmdline() or [""])[0].startswith("ray::"):
                         workers += rss
+                        self.worker = max(self.worker, rss)
                 except psutil.Error:
                     continue
             self.total, self.workers = max(self.total, total), max(self.workers, workers)

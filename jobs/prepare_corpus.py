@@ -12,7 +12,8 @@ import json
 import sys
 import tempfile
 
-from physiofm.data.pipeline import prepare_corpus
+from physiofm.data.output import OutputBusy
+from physiofm.data.pipeline import OutputStorageError, prepare_corpus
 from physiofm.data.presets import MODALITY_PRESETS, PRESETS
 from physiofm.data.readers import FORMAT_CHOICES
 from physiofm.data.synthetic import write_demo_corpus
@@ -39,6 +40,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="preset option key=value (JSON value), e.g. min_duration_s=60")
     parser.add_argument("--format", default="auto", choices=FORMAT_CHOICES)
     parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--budget", action="append", type=preset_argument, default=[], metavar="KEY=VALUE",
+                        help="per-file limit, checked before a file is decoded (JSON value), e.g. "
+                             "max_recording_mib=2048, max_upsampling=16, seconds_per_file=120, "
+                             'rates_hz=\'{"eeg": [100, 10000]}\' (defaults and meaning: docs/data.md)')
+    parser.add_argument("--worker-memory-mib", type=float,
+                        help="memory a worker may reach on one file before that file is rejected (default: the "
+                             "cluster's memory per CPU)")
     parser.add_argument("--files-per-commit", type=int, help="files per resumable batch (default: 16 per CPU, >= 128)")
     parser.add_argument("--shard-mb", type=float, default=128.0)
     parser.add_argument("--dashboard", action="store_true",
@@ -51,13 +59,22 @@ def main(argv: list[str] | None = None) -> int:
         inputs = [str(write_demo_corpus(args.modality, tempfile.mkdtemp(prefix=f"physiofm-demo-{args.modality}-")))]
         print(f"no --input: wrote a synthetic {args.modality} demo corpus to {inputs[0]}", file=sys.stderr)
     output = args.output or tempfile.mkdtemp(prefix="physiofm-corpus-")
-    summary = prepare_corpus(
-        inputs, output, preset=args.preset or MODALITY_PRESETS[args.modality], fmt=args.format,
-        overwrite=args.overwrite, preset_options=dict(args.preset_arg), files_per_commit=args.files_per_commit,
-        shard_mb=args.shard_mb, dashboard=args.dashboard, storage_options={"endpoint_url": args.endpoint_url} if args.endpoint_url else None,
-    )
+    try:
+        summary = run(args, inputs, output)
+    except (ValueError, OutputBusy, OutputStorageError) as error:  # a refused output, a busy one, a full disk
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(json.dumps(summary, indent=2))
     return 0 if summary["windows"] > 0 else 1
+
+
+def run(args: argparse.Namespace, inputs: list[str], output: str) -> dict:
+    return prepare_corpus(
+        inputs, output, preset=args.preset or MODALITY_PRESETS[args.modality], fmt=args.format,
+        overwrite=args.overwrite, preset_options=dict(args.preset_arg), files_per_commit=args.files_per_commit,
+        shard_mb=args.shard_mb, dashboard=args.dashboard, budget=dict(args.budget),
+        worker_memory_mib=args.worker_memory_mib, storage_options={"endpoint_url": args.endpoint_url} if args.endpoint_url else None,
+    )
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ class FileBudget:
     max_expansion: float = 64.0
     max_upsampling: float = 64.0
     rates_hz: dict[str, tuple[float, float]] = field(default_factory=lambda: dict(DEFAULT_RATES_HZ))
-    seconds_per_file: float = 600.0
+    seconds_per_file: float = 300.0
     max_reason_chars: int = 400
     target_rate_hz: float | None = None  # the preset's output rate, set by `for_preset`
 

@@ -22,6 +22,7 @@ from physiofm.data.budget import mib
 
 HARD_FACTOR = 1.5  # memory beyond this multiple of the limit ends the worker at once
 GRACE_S = 10.0  # a raised limit not honoured within this ends the worker
+OWN_SHARE = 0.1  # a file is held to the memory limit only once it grew the worker by this share of it
 
 
 class FileLimitExceeded(BaseException):
@@ -50,7 +51,7 @@ class FileGuard:
         self.seconds, self.memory, self.interval_s = seconds_per_file, memory_bytes, interval_s
         self.on_hard_stop, self.grace_s = on_hard_stop, GRACE_S
         self.lock = threading.Lock()
-        self.current: tuple[str, int, float] | None = None  # (path, thread id, start)
+        self.current: tuple[str, int, float, int] | None = None  # (path, thread id, start, resident at start)
         self.fired: tuple[str, float, str, str] | None = None  # (path, when, reason, code) of a raised limit
         self.peak = 0
         self._thread = threading.Thread(target=self._watch, name="physiofm-file-guard", daemon=True)
@@ -59,8 +60,11 @@ class FileGuard:
     @contextlib.contextmanager
     def watch(self, path: str) -> Iterator[None]:
         """Limits apply to the calling thread while `path` is processed in this block."""
+        start = resident_bytes()
+        if self.memory is not None and start > self.memory / 2:
+            start = _trim()  # memory freed by earlier files but kept by the allocator is no file's
         with self.lock:
-            self.current, self.fired = (path, threading.get_ident(), time.monotonic()), None
+            self.current, self.fired = (path, threading.get_ident(), time.monotonic(), start), None
         try:
             yield
         finally:
@@ -77,9 +81,10 @@ class FileGuard:
             with self.lock:
                 if self.current is None:
                     continue
-                path, thread, started = self.current
+                path, thread, started, start_rss = self.current
                 elapsed = time.monotonic() - started
-                over_memory = self.memory is not None and rss > self.memory
+                # over the limit, and by this file's doing (not memory earlier files left behind)
+                over_memory = self.memory is not None and rss > self.memory and rss - start_rss > OWN_SHARE * self.memory
                 if self.fired is None:
                     if over_memory:
                         self._raise(path, thread, f"needs more than {mib(self.memory)} of memory to process (the "
@@ -115,6 +120,15 @@ class _Raised(FileLimitExceeded):
     def __init__(self):
         reason, code = getattr(FileLimitExceeded, "pending", ("a run-time limit was passed", "too_large"))
         super().__init__(reason, code)
+
+
+def _trim() -> int:
+    """Return freed heap memory to the system where the C library can (glibc), then measure."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    return resident_bytes()
 
 
 def _async_raise(thread: int, exception: type[BaseException] | None) -> None:
