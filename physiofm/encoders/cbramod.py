@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from physiofm.encoders.state import standalone_state_dict
+
 #: marks the files written by `CBraMod.save_pretrained` (the official file is a bare state_dict)
 EXPORT_FORMAT = "physiofm.cbramod.v1"
 
@@ -191,8 +193,8 @@ class CBraMod(nn.Module):
         """Write config + state_dict, loadable with `torch.load(weights_only=True)`."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().float().cpu() for k, v in self.state_dict().items()}  # fp32 even after bf16
-        payload = {"format": EXPORT_FORMAT, "config": dataclasses.asdict(self.config), "state_dict": state}
+        payload = {"format": EXPORT_FORMAT, "config": dataclasses.asdict(self.config),
+                   "state_dict": standalone_state_dict(self)}
         torch.save(payload, path)
         return path
 

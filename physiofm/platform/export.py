@@ -15,11 +15,14 @@ from typing import BinaryIO
 import torch
 from torch import nn
 
+from physiofm.encoders.state import standalone_state_dict
+
 MODULE_FORMAT = "physiofm.module.v1"
 
 
 def export_encoders(objective: nn.Module, directory: str | Path) -> dict[str, Path]:
-    """Write each of `objective.encoders()` to `directory/<name>.pt` (full fp32 weights)."""
+    """Write each of `objective.encoders()` to `directory/<name>.pt` (full fp32 weights, each file only
+    its own tensors)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     written = {}
@@ -34,8 +37,7 @@ def export_encoders(objective: nn.Module, directory: str | Path) -> dict[str, Pa
                 "class": f"{type(module).__module__}.{type(module).__qualname__}",
                 "config_class": f"{type(config).__module__}.{type(config).__qualname__}" if config is not None else "",
                 "config": dataclasses.asdict(config) if dataclasses.is_dataclass(config) else {},
-                "state_dict": {k: v.detach().float().cpu() if v.is_floating_point() else v.cpu()
-                               for k, v in module.state_dict().items()},
+                "state_dict": standalone_state_dict(module),
             }, path)
         written[name] = path
     return written
