@@ -8,7 +8,7 @@
 Each window is (12 leads, 10 patches, 200 samples); intra-lead masking hides single patches,
 inter-lead masking hides whole leads; the loss is MSE on masked patches only.
 """
-from physiofm.platform.cli import build_parser, run_job
+from physiofm.platform.cli import add_group, build_parser, config_flag, run_job
 from physiofm.platform.demo import ecg_demo_corpus
 
 DEFAULTS = {
@@ -21,16 +21,18 @@ DEMO = {"data": {"batch_size": 4}, "optim": {"warmup_steps": 2},
 
 
 def parser():
-    cli = build_parser(__doc__)
-    cli.add_argument("--intra-ratio", type=float, help="probability of masking each (lead, patch) (0.5)")
-    cli.add_argument("--inter-ratio", type=float, help="probability of masking each whole lead (0.25)")
+    cli = build_parser(__doc__, DEFAULTS, DEMO)
+    masking = add_group(cli, "dual masking")
+    config_flag(masking, "--intra-ratio", key="method.intra_ratio", type=float,
+                help="probability of masking each (lead, patch), in [0, 1)")
+    config_flag(masking, "--inter-ratio", key="method.inter_ratio", type=float,
+                help="probability of masking each whole lead, in [0, 1)")
     return cli
 
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
-    return run_job(args, DEFAULTS, {"intra_ratio": args.intra_ratio, "inter_ratio": args.inter_ratio},
-                   ecg_demo_corpus, DEMO)
+    return run_job(args, DEFAULTS, None, ecg_demo_corpus, DEMO)
 
 
 if __name__ == "__main__":

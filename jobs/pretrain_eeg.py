@@ -7,7 +7,7 @@
 Windows are (19 channels, 30 patches, 200 samples) in units of 100 µV; each patch is masked
 with probability --mask-ratio (0.5) and the loss is MSE on masked patches only.
 """
-from physiofm.platform.cli import build_parser, run_job
+from physiofm.platform.cli import add_group, build_parser, config_flag, run_job
 from physiofm.platform.demo import eeg_demo_corpus
 
 DEFAULTS = {
@@ -20,17 +20,19 @@ DEMO = {"data": {"batch_size": 2}, "optim": {"warmup_steps": 2},
 
 
 def parser():
-    cli = build_parser(__doc__)
-    cli.add_argument("--mask-ratio", type=float, help="probability of masking each patch (0.5)")
-    cli.add_argument("--init-from", help="start from these weights: the official pretrained_weights.pth "
-                                            "or a physiofm export (local path or s3://)")
+    cli = build_parser(__doc__, DEFAULTS, DEMO)
+    method = add_group(cli, "CBraMod")
+    config_flag(method, "--mask-ratio", key="method.intra_ratio", type=float,
+                help="probability of masking each patch, in [0, 1)")
+    config_flag(method, "--init-from", key="method.init_from",
+                help="start from these weights: the official pretrained_weights.pth or a physiofm export "
+                     "(local path or s3://); ignored when the run resumes from its own checkpoint")
     return cli
 
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
-    return run_job(args, DEFAULTS, {"intra_ratio": args.mask_ratio, "init_from": args.init_from},
-                   eeg_demo_corpus, DEMO)
+    return run_job(args, DEFAULTS, None, eeg_demo_corpus, DEMO)
 
 
 if __name__ == "__main__":

@@ -11,39 +11,56 @@ The windows of all subjects that saw the same 5 s of the same trial form one seg
 splits the subjects into two random groups whose pooled features are the two views. Validation
 (--config data.validation_fraction) holds out whole trials. --resolution long trains the 5-s
 encoders, short the 1-s encoders on the five slices of each window, both trains the two together.
-Exports: eeg_<resolution>.pt and peripheral_<resolution>.pt per checkpoint.
+Exports: eeg_<resolution>.pt and peripheral_<resolution>.pt per checkpoint. On the demo corpus the
+encoders are reduced (token widths 32/16, one block; the published sizes with --corpus or --config).
 """
 from functools import partial
 
 from physiofm.objectives.physiosync import VARIANTS
-from physiofm.platform.cli import build_parser, run_job
+from physiofm.platform.cli import add_group, build_parser, config_flag, run_job
 from physiofm.platform.demo import physiosync_demo_corpus
 from physiofm.platform.methods import PHYSIOSYNC_LAYOUTS, RESOLUTIONS
 
 LEARNING_RATES = {"deap": 7e-4, "dreamer": 1e-4}  # published
-DEMO = {"data": {"batch_size": 4}, "run": {"max_steps": 12, "checkpoint_every": 6, "log_every": 2}}
+# The demo trains reduced encoders (the published sizes hold 138 M parameters: minutes per step on a
+# laptop CPU) at a higher rate, long enough for both contrastive losses to fall.
+DEMO = {"method": {"long_dim": 32, "short_dim": 16, "depth": 1, "heads": 2, "projector": {"hidden": [64], "out_dim": 32},
+                   "head_dim": 32},
+        "data": {"batch_size": 8}, "optim": {"lr": 2e-3},
+        "run": {"max_steps": 16, "checkpoint_every": 8, "log_every": 1}}
+
+
+def defaults(dataset: str = "deap", resolution: str = "both") -> dict:
+    return {
+        "method": {"name": "physiosync", "dataset": dataset, "resolution": resolution},
+        "data": {"batch_size": 32},  # segments per worker, each S subjects
+        "optim": {"lr": LEARNING_RATES[dataset], "min_lr": 1e-6, "weight_decay": 1e-3, "warmup_steps": 0,
+                  "grad_clip": 0.0},
+        "run": {"name": f"physiosync-{dataset}-{resolution}", "storage": "runs", "max_steps": 20000,
+                "checkpoint_every": 1000},
+    }
+
+
+def parser():
+    cli = build_parser(__doc__, defaults(), DEMO)
+    method = add_group(cli, "PhysioSync")
+    config_flag(method, "--dataset", key="method.dataset", choices=sorted(PHYSIOSYNC_LAYOUTS),
+                help="corpus layout: channel counts, learning rate, demo corpus")
+    config_flag(method, "--resolution", key="method.resolution", choices=RESOLUTIONS,
+                help="long (5-s encoders), short (1-s encoders) or both together")
+    config_flag(method, "--variant", key="method.variant", choices=VARIANTS,
+                help="LS-TCL of the subject-dependent code, or the cross-subject NT-Xent")
+    cli.default_notes["optim.lr"] = "the published rate of --dataset: " + ", ".join(
+        f"{name} {rate:g}" for name, rate in LEARNING_RATES.items())
+    cli.default_notes["run.name"] = "physiosync-DATASET-RESOLUTION"
+    return cli
 
 
 def main(argv=None) -> int:
-    parser = build_parser(__doc__)
-    method = parser.add_argument_group("PhysioSync")
-    method.add_argument("--dataset", choices=sorted(PHYSIOSYNC_LAYOUTS), default="deap",
-                        help="corpus layout (channel counts, learning rate, demo corpus; default deap)")
-    method.add_argument("--resolution", choices=RESOLUTIONS, default="both",
-                        help="long (5-s encoders), short (1-s encoders) or both together (default)")
-    method.add_argument("--variant", choices=VARIANTS,
-                        help="LS-TCL of the subject-dependent code (default) or the cross-subject NT-Xent")
-    args = parser.parse_args(argv)
-    defaults = {
-        "method": {"name": "physiosync", "dataset": args.dataset},
-        "data": {"batch_size": 32},  # segments per worker, each S subjects
-        "optim": {"lr": LEARNING_RATES[args.dataset], "min_lr": 1e-6, "weight_decay": 1e-3, "warmup_steps": 0,
-                  "grad_clip": 0.0},
-        "run": {"name": f"physiosync-{args.dataset}-{args.resolution}", "storage": "runs", "max_steps": 20000,
-                "checkpoint_every": 1000},
-    }
-    flags = {"dataset": args.dataset, "resolution": args.resolution, "variant": args.variant}
-    return run_job(args, defaults, flags, partial(physiosync_demo_corpus, args.dataset), DEMO)
+    args = parser().parse_args(argv)
+    dataset = args.dataset or "deap"
+    return run_job(args, defaults(dataset, args.resolution or "both"), None,
+                   partial(physiosync_demo_corpus, dataset), DEMO)
 
 
 if __name__ == "__main__":

@@ -14,38 +14,52 @@ Exports: encoder.pt (the CNN) and feature_scaling.pt (the fitted scaler) per che
 """
 from functools import partial
 
-from physiofm.platform.cli import build_parser, run_job
+from physiofm.platform.cli import add_group, build_parser, config_flag, run_job
+from physiofm.platform.config import TrainConfig
 from physiofm.platform.demo import scmm_demo_corpus
 from physiofm.platform.methods import SCMM_CORPORA
 
 OPTIM = {"lr": 5e-4, "min_lr": 1e-6, "weight_decay": 3e-4, "betas": [0.9, 0.99], "warmup_steps": 0, "grad_clip": 0.0}
-DEMO = {"data": {"batch_size": 16}, "run": {"max_steps": 12, "checkpoint_every": 6, "log_every": 2}}
+# The demo holds out one of its two recordings: a validation loss, and the scaler fitted on the other
+DEMO = {"data": {"batch_size": 16, "validation_fraction": 0.5}, "optim": {"lr": 1e-3},
+        "run": {"max_steps": 12, "checkpoint_every": 6, "log_every": 1}}
+
+
+def defaults(source: str = "seed", target: str = "seed_iv") -> dict:
+    return {
+        "method": {"name": "scmm", "source": source, "target": target},
+        "data": {"batch_size": 256},  # per worker: the soft contrastive loss contrasts within a worker's batch
+        "optim": OPTIM,
+        "run": {"name": f"scmm-{source}-{target}", "storage": "runs", "max_steps": 30000, "checkpoint_every": 1000},
+    }
+
+
+def parser():
+    cli = build_parser(__doc__, defaults(), DEMO)
+    method = add_group(cli, "SCMM")
+    config_flag(method, "--source", key="method.source", choices=SCMM_CORPORA,
+                help="corpus pretrained on; its layout for the demo corpus")
+    config_flag(method, "--target", key="method.target", choices=SCMM_CORPORA,
+                help="corpus transferred to: picks the published (alpha, sharpness, tau) and the channel set")
+    config_flag(method, "--source-corpus", key="data.corpus", dest="source_corpus",
+                help="same as --corpus: the source corpus")
+    config_flag(method, "--alpha", key="method.alpha", type=float, help="upper bound of the soft negative weights")
+    config_flag(method, "--sharpness", key="method.sharpness", type=float, help="sharpness of the soft weights")
+    config_flag(method, "--tau", key="method.tau", type=float,
+                help="temperature of the contrastive loss and the aggregator")
+    config_flag(method, "--mask-ratio", key="method.mask_ratio", type=float, help="hybrid masking ratio, in [0, 1)")
+    cli.default_notes["run.name"] = "scmm-SOURCE-TARGET"
+    published = TrainConfig.from_dict({**defaults(), "data": {"corpus": "x"}}).method.soft_weights()
+    for key, value in zip(("alpha", "sharpness", "tau"), published):
+        cli.default_notes[f"method.{key}"] = f"unset = published for the --source/--target pair, {value:g} for seed->seed_iv"
+    return cli
 
 
 def main(argv=None) -> int:
-    parser = build_parser(__doc__)
-    method = parser.add_argument_group("SCMM")
-    method.add_argument("--source", choices=SCMM_CORPORA, default="seed",
-                        help="corpus pretrained on; its layout for the demo corpus (default seed)")
-    method.add_argument("--target", choices=SCMM_CORPORA, default="seed_iv",
-                        help="corpus transferred to: picks the published (alpha, sharpness, tau) and the "
-                             "channel set (default seed_iv)")
-    method.add_argument("--source-corpus", dest="corpus", help="same as --corpus: the source corpus")
-    method.add_argument("--alpha", type=float, help="upper bound of the soft negative weights")
-    method.add_argument("--sharpness", type=float, help="sharpness of the soft weights")
-    method.add_argument("--tau", type=float, help="temperature of the contrastive loss and the aggregator")
-    method.add_argument("--mask-ratio", type=float, help="hybrid masking ratio (0.5)")
-    args = parser.parse_args(argv)
-    defaults = {
-        "method": {"name": "scmm", "source": args.source, "target": args.target},
-        "data": {"batch_size": 256},  # per worker: the soft contrastive loss contrasts within a worker's batch
-        "optim": OPTIM,
-        "run": {"name": f"scmm-{args.source}-{args.target}", "storage": "runs", "max_steps": 30000,
-                "checkpoint_every": 1000},
-    }
-    flags = {"source": args.source, "target": args.target, "alpha": args.alpha, "sharpness": args.sharpness,
-             "tau": args.tau, "mask_ratio": args.mask_ratio}
-    return run_job(args, defaults, flags, partial(scmm_demo_corpus, args.source), DEMO)
+    cli = parser()
+    args = cli.parse_args(argv)
+    return run_job(args, defaults(args.source or "seed", args.target or "seed_iv"), None,
+                   partial(scmm_demo_corpus, args.source or "seed"), DEMO)
 
 
 if __name__ == "__main__":

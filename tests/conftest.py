@@ -1,4 +1,9 @@
-"""Shared test fixtures: the read-only `../shared/` material and an owned local Ray."""
+"""Shared test fixtures: the read-only `../shared/` material, one owned local Ray for the whole test
+run (`ray_local`), one demo cache (`demo_cache`, `job_env`) and one prepared ECG corpus (`ecg_corpus`).
+
+Tiers: unit tests (`pytest -m "not slow"`) start no training run; `slow` tests run Ray Train +
+DeepSpeed; `soak` tests (long, by hand: `pytest -m soak`) are excluded by default and count as slow.
+"""
 from __future__ import annotations
 
 import os
@@ -6,15 +11,30 @@ from pathlib import Path
 
 import pytest
 
+from physiofm.platform.console import local_ray_environment
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("PHYSIOFM_SHARED", REPO_ROOT.parent / "shared"))
 
 # Token auth must agree between every process that starts or talks to a cluster (Ray >= 2.59).
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+# The tests' cluster runs as a job's own local Ray does (physiofm.platform.console: no preemption
+# watcher, one Parquet footer reader per listing, Ray Data's console at WARNING), and its Ray Train
+# controller polls its workers every 0.5 s (default 2 s, lost at the end of every run).
+for _name, _value in {**local_ray_environment(), "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}.items():
+    os.environ.setdefault(_name, _value)
 # Workers of an owned local cluster must import this checkout, not another install.
 os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
 )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    """A soak test is a slow test too: `-m "not slow"` leaves it out whatever -m the default has."""
+    for item in items:
+        if item.get_closest_marker("soak") and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)
 
 
 def shared_path(*parts: str) -> Path:
@@ -90,23 +110,84 @@ def s3_bucket(s3_endpoint, request):
 
 @pytest.fixture(scope="session")
 def ray_local(s3_endpoint):
-    """A Ray cluster owned by this test session (never `ray stop`: that kills every Ray on the host)."""
+    """The Ray cluster of this test run (never `ray stop`: that kills every Ray on the host).
+
+    Its dashboard serves Ray's state API, which Ray Train's placement-group cleaner asks whether the
+    controller lives; `RAY_API_SERVER_ADDRESS` (inherited by every worker, also of the job
+    subprocesses that join) names this cluster's dashboard, so the cleaner never picks another Ray
+    instance of the host ("Found multiple active Ray instances").
+    """
     import ray
+
+    from tests.ray_head import free_ports
 
     if ray.is_initialized():
         yield ray
         return
+    dashboard_port = free_ports(1)[0]
+    saved = os.environ.get(API_SERVER_ENV)
+    os.environ[API_SERVER_ENV] = f"http://127.0.0.1:{dashboard_port}"
     ray.init(
         address="local",
         num_cpus=2,
-        # The dashboard serves Ray's state API; without it Ray Train's placement-group cleaner
-        # takes the live controller for dead and tears the first worker group down (Ray 2.60).
+        # Without the dashboard the cleaner takes the live controller for dead and tears the
+        # first worker group down (Ray 2.60).
         include_dashboard=True,
         dashboard_host="127.0.0.1",
+        dashboard_port=dashboard_port,
         log_to_driver=False,
-        runtime_env={"env_vars": {k: os.environ[k] for k in ("PYTHONPATH", *_S3_ENV)}},
+        runtime_env={"env_vars": {k: os.environ[k] for k in ("PYTHONPATH", API_SERVER_ENV, *_S3_ENV)}},
     )
     try:
         yield ray
     finally:
         ray.shutdown()
+        if saved is None:
+            os.environ.pop(API_SERVER_ENV, None)
+        else:
+            os.environ[API_SERVER_ENV] = saved
+
+
+API_SERVER_ENV = "RAY_API_SERVER_ADDRESS"
+
+
+@pytest.fixture(scope="session")
+def demo_cache(tmp_path_factory) -> Path:
+    """One PHYSIOFM_CACHE for the test run: each demo corpus is written and prepared once."""
+    return tmp_path_factory.mktemp("physiofm-cache")
+
+
+@pytest.fixture(scope="session")
+def job_env(ray_local, demo_cache) -> dict[str, str]:
+    """Environment of a job subprocess: it joins the session's Ray (as under `ray job submit`)
+    and shares the session's demo cache."""
+    return {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address,
+            "PHYSIOFM_CACHE": str(demo_cache)}
+
+
+@pytest.fixture(scope="session")
+def ecg_corpus(ray_local, tmp_path_factory) -> str:
+    """24 PTB-XL-like 12-lead records prepared into windows once for the test run."""
+    from physiofm.data.pipeline import prepare_corpus
+    from physiofm.data.synthetic import write_ptbxl
+
+    root = tmp_path_factory.mktemp("ecg")
+    write_ptbxl(root / "raw", n_records=24, seed=3)
+    summary = prepare_corpus([str(root / "raw")], str(root / "windows"), preset="ecg", progress=lambda _: None)
+    assert summary["windows"] == 24
+    return str(root / "windows")
+
+
+def run_job_main(script: str, argv: list[str], capsys) -> tuple[int, str, str]:
+    """`python jobs/<script> ARGV` in this process: (exit code, stdout, stderr). For checks that end
+    before any Ray start (bad flags, --help); a subprocess would spend seconds importing torch."""
+    import runpy
+
+    main = runpy.run_path(str(REPO_ROOT / "jobs" / script), run_name="job")["main"]
+    capsys.readouterr()
+    try:
+        code = main(list(argv))
+    except SystemExit as exit_:  # argparse: --help and bad choices
+        code = exit_.code if isinstance(exit_.code, int) else 2
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -46,7 +46,8 @@ class RayHead:
         # Unix socket paths under the temp dir must stay short: a fresh folder under /tmp.
         self.temp_dir = tempfile.mkdtemp(prefix="rayhead-", dir="/tmp")
         self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
-        self.env.pop("RAY_ADDRESS", None)
+        for name in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS"):  # those of the tests' own cluster
+            self.env.pop(name, None)
         self.process: subprocess.Popen | None = None
 
     @property

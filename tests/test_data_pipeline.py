@@ -305,7 +305,7 @@ def test_a_killed_run_resumes_without_redoing_committed_recordings(ray_local, tm
     write_ptbxl(tmp_path / "raw", n_records=320, seed=1)  # commits stream in: enough files to be cut short
     output = tmp_path / "out"
     command = [sys.executable, "jobs/prepare_corpus.py", "--input", str(tmp_path / "raw"), "--output", str(output),
-               "--modality", "ecg", "--files-per-commit", "8"]
+               "--modality", "ecg", "--files-per-commit", "8", "--json"]
     env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
     victim = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 300

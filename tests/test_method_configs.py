@@ -2,10 +2,6 @@
 comes from the corpus, the fitted scaling on the workers, slices for the short encoders, exports."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 
@@ -13,7 +9,7 @@ from physiofm.encoders.physiosync import PhysioSyncEncoder
 from physiofm.encoders.scmm import FeatureScaling, FeatureScalingConfig, SCMMEncoder
 from physiofm.platform.config import ConfigError, TrainConfig
 from physiofm.platform.export import export_encoders, load_encoder
-from tests.conftest import REPO_ROOT
+from tests.conftest import run_job_main
 
 SMALL_SCMM = {"name": "scmm", "model": {"encoder": {"width": 16}, "projector_hidden": 16, "projector_dim": 8}}
 SMALL_SYNC = {"name": "physiosync", "long_dim": 16, "short_dim": 8, "depth": 1, "heads": 2,
@@ -190,10 +186,9 @@ def test_exports_naming_foreign_classes_are_refused(tmp_path):
     ("pretrain_physiosync.py", ["--resolution", "medium"], "argument --resolution: invalid choice: 'medium'"),
     ("pretrain_physiosync.py", ["--dataset", "dreamer", "--zero-stage", "4"], "run.zero_stage must be one of"),
 ])
-def test_jobs_reject_bad_flags_before_writing_anything(tmp_path, job, flags, message):
-    env = {**os.environ, "PHYSIOFM_CACHE": str(tmp_path / "cache")}
-    proc = subprocess.run([sys.executable, f"jobs/{job}", "--output", str(tmp_path / "runs"), *flags],
-                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert message in proc.stderr
+def test_jobs_reject_bad_flags_before_writing_anything(tmp_path, monkeypatch, capsys, job, flags, message):
+    monkeypatch.setenv("PHYSIOFM_CACHE", str(tmp_path / "cache"))
+    code, out, err = run_job_main(job, ["--output", str(tmp_path / "runs"), *flags], capsys)
+    assert code == 2, out + err
+    assert message in err
     assert not any(tmp_path.iterdir())  # no demo corpus, no run folder

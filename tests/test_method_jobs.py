@@ -1,13 +1,13 @@
-"""The SCMM and PhysioSync jobs end to end on their demo corpora: two workers on CPU, losses fall,
-a second run resumes from the checkpoint, and the exported encoders rebuild from their files.
-PhysioSync runs 16 steps: its contrastive losses start noisy at batches of 8 segments.
+"""The SCMM and PhysioSync jobs end to end with no arguments, on their demo corpora: two workers on
+CPU, losses fall, the same command with a larger --max-steps resumes from the checkpoint, and the
+exported encoders rebuild from their files. PhysioSync's demo runs 16 steps of reduced encoders: its
+contrastive losses start noisy at batches of 8 segments.
 
-Each job runs as a subprocess joined to the session's Ray cluster (one cluster, not one per run);
-the demo corpora are written into a temporary cache through the synthetic writers and the pipeline.
+Each job runs as a subprocess joined to the session's Ray cluster (one cluster, not one per run)
+with the session's demo cache (each demo corpus written and prepared once).
 """
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -24,43 +24,19 @@ from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
-SMALL_SCMM = """
-method: {model: {encoder: {width: 32}, projector_hidden: 64, projector_dim: 32}}
-data: {batch_size: 16, validation_fraction: 0.5}
-optim: {lr: 1.0e-3}
-run: {log_every: 1}
-"""
-SMALL_PHYSIOSYNC = """
-method: {long_dim: 32, short_dim: 16, depth: 1, heads: 2, projector: {hidden: [64], out_dim: 32}, head_dim: 32}
-data: {batch_size: 8}
-optim: {lr: 2.0e-3}
-run: {log_every: 1}
-"""
+
+def run_job(job_env, cwd, script: str, *args: str) -> str:
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "jobs" / script), *args], cwd=cwd, env=job_env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-6000:]
+    return proc.stdout
 
 
-@pytest.fixture(scope="module")
-def cluster(ray_local, tmp_path_factory):
-    """(address of the session's Ray, environment with a private demo cache)."""
-    cache = tmp_path_factory.mktemp("cache")
-    return ray_local.get_runtime_context().gcs_address, {**os.environ, "PHYSIOFM_CACHE": str(cache)}
-
-
-def run_job(cluster, script: str, *args: str) -> str:
-    address, env = cluster
-    proc = subprocess.run([sys.executable, f"jobs/{script}", "--address", address, "--num-workers", "2", *args],
-                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    return proc.stdout + proc.stderr
-
-
-def train_twice(cluster, tmp_path, script: str, config: str, steps: int, *flags: str) -> tuple[str, str, object]:
-    """Run a job to global step `steps`, then again to `steps` + 4 (same output and name):
-    (output 1, output 2, runs dir)."""
-    (tmp_path / "small.yaml").write_text(config)
-    out = tmp_path / "runs"
-    common = [*flags, "--config", str(tmp_path / "small.yaml"), "--output", str(out), "--checkpoint-every", "4"]
-    first = run_job(cluster, script, *common, "--max-steps", str(steps))
-    return first, run_job(cluster, script, *common, "--max-steps", str(steps + 4)), out
+def train_twice(job_env, tmp_path, script: str, steps: int) -> tuple[str, str, object]:
+    """The job with no arguments (its demo: `steps` steps), then again to `steps` + 4 (same output
+    and name): (output 1, output 2, runs dir)."""
+    first = run_job(job_env, tmp_path, script)
+    return first, run_job(job_env, tmp_path, script, "--max-steps", str(steps + 4)), tmp_path / "runs"
 
 
 def losses(output: str) -> list[float]:
@@ -84,25 +60,34 @@ def load(path):
     return stored
 
 
-def test_scmm_job_pretrains_on_demo_seed_for_deap_resumes_and_exports(cluster, tmp_path):
-    first, second, out = train_twice(cluster, tmp_path, "pretrain_scmm.py", SMALL_SCMM, 8, "--source",
-                                     "seed", "--target", "deap")
-    assert "no --corpus given: using the embedded demo corpus" in first
-    assert "preparing windows with preset 'scmm-de-deap32'" in first
-    assert "validation: 1 groups by ['recording'] held out" in first and "validation loss" in first
-    assert_falls_then_resumes(first, second, "scmm-seed-deap", 8)
+def assert_export_sizes(export, names) -> None:
+    """Each export holds its own tensors only (DeepSpeed's flat buffer would make each the whole model)."""
+    for name in names:
+        stored = torch.load(export / f"{name}.pt", weights_only=True)
+        own = sum(t.numel() * t.element_size() for t in stored["state_dict"].values())
+        size = (export / f"{name}.pt").stat().st_size
+        assert size <= 1.5 * own + 2**16, (name, size, own)
 
-    export = out / "scmm-seed-deap" / "step_00000012" / "export"
+
+def test_scmm_job_pretrains_on_its_demo_seed_corpus_resumes_and_exports(job_env, demo_cache, tmp_path):
+    first, second, out = train_twice(job_env, tmp_path, "pretrain_scmm.py", 12)
+    assert "no --corpus given: using the embedded demo corpus" in first
+    assert "preparing windows with preset 'scmm-de'" in first
+    assert "validation: 1 groups by ['recording'] held out" in first and "validation loss" in first
+    assert_falls_then_resumes(first, second, "scmm-seed-seed_iv", 12)
+
+    export = out / "scmm-seed-seed_iv" / "step_00000016" / "export"
     stored = load(export / "encoder.pt")
-    assert stored["config"] == {"n_channels": 32, "n_bands": 5, "width": 32}
+    assert stored["config"] == {"n_channels": 62, "n_bands": 5, "width": 128}
     encoder = SCMMEncoder(SCMMEncoderConfig(**stored["config"]))
     encoder.load_state_dict(stored["state_dict"])
     fitted = load(export / "feature_scaling.pt")["config"]
     scaling = FeatureScaling(FeatureScalingConfig(**fitted))
+    assert_export_sizes(export, ["encoder", "feature_scaling"])
 
     # the scaler the workers used is the fit on the training recording only
-    corpus = os.path.join(cluster[1]["PHYSIOFM_CACHE"], "demo", "scmm-seed-deap", "windows")
-    windows = read_windows(corpus, columns=["x", "recording"])
+    corpus = demo_cache / "demo" / "scmm-seed-seed_iv" / "windows"
+    windows = read_windows(str(corpus), columns=["x", "recording"])
     held_out = choose_validation_groups(sorted(set(windows["recording"])), 0.5, seed=0)
     train = windows["x"][~np.isin(windows["recording"], sorted(held_out))]
     assert 0 < len(train) < len(windows["x"])
@@ -113,9 +98,8 @@ def test_scmm_job_pretrains_on_demo_seed_for_deap_resumes_and_exports(cluster, t
     assert features.shape == (4, encoder.config.feature_dim) and torch.isfinite(features).all()
 
 
-def test_physiosync_job_pretrains_both_resolutions_on_demo_deap_resumes_and_exports(cluster, tmp_path):
-    first, second, out = train_twice(cluster, tmp_path, "pretrain_physiosync.py", SMALL_PHYSIOSYNC, 16,
-                                     "--dataset", "deap", "--resolution", "both")
+def test_physiosync_job_pretrains_both_resolutions_on_its_demo_deap_corpus_resumes_and_exports(job_env, tmp_path):
+    first, second, out = train_twice(job_env, tmp_path, "pretrain_physiosync.py", 16)
     assert "physiosync train: 48 segments of all 4 subjects; 0 segments dropped" in first
     assert_falls_then_resumes(first, second, "physiosync-deap-both", 16)
 
@@ -123,6 +107,7 @@ def test_physiosync_job_pretrains_both_resolutions_on_demo_deap_resumes_and_expo
     expected = {"eeg_long": (32, 640), "peripheral_long": (1, 640), "eeg_short": (32, 128),
                 "peripheral_short": (1, 128)}
     assert sorted(p.stem for p in export.glob("*.pt")) == sorted(expected)
+    assert_export_sizes(export, expected)
     for name, (channels, samples) in expected.items():
         stored = load(export / f"{name}.pt")
         encoder = PhysioSyncEncoder(PhysioSyncEncoderConfig(**stored["config"]))

@@ -8,7 +8,7 @@ import pytest
 
 from physiofm.platform.config import ConfigError, TrainConfig
 from physiofm.platform.train_loop import deepspeed_config, deepspeed_template, warmup_cosine
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, run_job_main
 
 BASE = {"method": {"name": "masked_reconstruction"}, "data": {"corpus": "somewhere"}}
 
@@ -86,18 +86,25 @@ def test_warmup_then_cosine_to_the_floor():
     (["--inter-ratio", "1.2"], "method.inter_ratio must be in [0, 1)"),
     (["--intra-ratio", "-0.5"], "method.intra_ratio must be in [0, 1)"),
 ])
-def test_job_rejects_bad_flags_before_starting_anything(tmp_path, flags, message):
-    proc = subprocess.run([sys.executable, "jobs/pretrain_ecg.py", "--output", str(tmp_path), *flags],
+def test_job_rejects_bad_flags_before_starting_anything(tmp_path, monkeypatch, capsys, flags, message):
+    monkeypatch.setenv("PHYSIOFM_CACHE", str(tmp_path / "cache"))
+    code, out, err = run_job_main("pretrain_ecg.py", ["--output", str(tmp_path / "runs"), *flags], capsys)
+    assert code == 2, out + err
+    assert message in err
+    assert "Ray" not in out and not any(tmp_path.iterdir())  # nothing started, nothing written
+
+
+def test_the_command_line_exits_with_the_code_and_message_of_a_bad_flag(tmp_path):
+    """Once as a real process: the exit status and stderr a shell sees."""
+    proc = subprocess.run([sys.executable, "jobs/pretrain_ecg.py", "--output", str(tmp_path), "--zero-stage", "4"],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert message in proc.stderr
-    assert "Ray" not in proc.stdout and not any(tmp_path.iterdir())  # nothing started, nothing written
+    assert "run.zero_stage must be one of 0, 1, 2, 3" in proc.stderr and not any(tmp_path.iterdir())
 
 
-def test_job_help_explains_each_flag():
-    proc = subprocess.run([sys.executable, "jobs/pretrain_ecg.py", "--help"], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0
+def test_job_help_explains_each_flag(capsys):
+    code, out, _ = run_job_main("pretrain_ecg.py", ["--help"], capsys)
+    assert code == 0
     for flag in ("--corpus", "--output", "--name", "--num-workers", "--use-gpu", "--zero-stage",
                  "--max-steps", "--batch-size", "--intra-ratio", "--inter-ratio", "--config"):
-        assert flag in proc.stdout
+        assert flag in out

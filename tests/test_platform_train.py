@@ -1,7 +1,10 @@
 """Distributed pretraining end to end: real Ray Train, real DeepSpeed (gloo on CPU), real storage.
 
-Each run here is a few optimizer steps of a 2-layer encoder on a small synthetic PTB-XL-like
-corpus prepared by the data pipeline: enough to check losses, checkpoints, restores and exports.
+Each run here is a few optimizer steps of a 2-layer encoder on the session's small synthetic
+PTB-XL-like corpus (`ecg_corpus`, prepared once by the data pipeline): enough to check losses,
+checkpoints, resumes, restores and exports. (One run that both resumed from S3 under ZeRO-3 with
+validation and restored a killed worker failed in DeepSpeed's ZeRO-3 prefetch after the restore:
+the two stay separate runs until that is understood.)
 """
 from __future__ import annotations
 
@@ -25,18 +28,6 @@ SMALL_ENCODER = "method:\n  encoder:\n    n_layer: 2\n    dim_feedforward: 256\n
 
 
 @pytest.fixture(scope="module")
-def ecg_corpus(ray_local, tmp_path_factory):
-    from physiofm.data.pipeline import prepare_corpus
-    from physiofm.data.synthetic import write_ptbxl
-
-    root = tmp_path_factory.mktemp("ecg")
-    write_ptbxl(root / "raw", n_records=24, seed=3)
-    summary = prepare_corpus([str(root / "raw")], str(root / "windows"), preset="ecg")
-    assert summary["windows"] == 24
-    return str(root / "windows")
-
-
-@pytest.fixture(scope="module")
 def small_config(tmp_path_factory):
     path = tmp_path_factory.mktemp("cfg") / "small.yaml"
     path.write_text(SMALL_ENCODER + "data:\n  batch_size: 4\noptim:\n  warmup_steps: 0\n  lr: 1.0e-3\n"
@@ -44,14 +35,14 @@ def small_config(tmp_path_factory):
     return str(path)
 
 
-def _train_in_thread(cfg: TrainConfig):
+def _train_in_thread(cfg: TrainConfig, log=lambda line: None):
     from physiofm.platform.trainer import pretrain
 
     box: dict = {}
 
     def target():
         try:
-            box["summary"] = pretrain(cfg, log=lambda line: None)
+            box["summary"] = pretrain(cfg, log=log)
         except BaseException as err:  # noqa: BLE001 - re-raised in the test thread
             box["error"] = err
 

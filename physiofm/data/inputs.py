@@ -81,6 +81,20 @@ def list_inputs(inputs: list[str], fmt: str = "auto",
     return [records[p] for p in sorted(records)], sorted((p, why) for p, why in ignored.items() if p not in records)
 
 
+def check_inputs(inputs: list[str], fmt: str = "auto",
+                 **storage_options: Any) -> tuple[list[InputFile], list[tuple[str, str]]]:
+    """`list_inputs`, or a ValueError naming the input as given when there is nothing to read: a
+    path that does not exist, or a folder without recordings. Lists only: nothing is written."""
+    for uri in inputs:
+        if not storage.exists(uri, **storage_options):
+            raise ValueError(f"{uri}: no such file or folder")
+    items, ignored = list_inputs(inputs, fmt, **storage_options)
+    if not items:
+        why = (f"{len(ignored)} other files, e.g. {ignored[0][0]} ({ignored[0][1]})" if ignored else "no files at all")
+        raise ValueError(f"{', '.join(inputs)} holds no recordings to read ({why})")
+    return items, ignored
+
+
 def wfdb_records(sizes: dict[str, int], read_headers) -> tuple[dict[str, set[str]], list[str]]:
     """({record header: every file of the record}, signal files no header names) of the WFDB
     headers among `sizes`' paths. `read_headers(paths)` gives {path: text}; headers are read only in

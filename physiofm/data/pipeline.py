@@ -34,7 +34,7 @@ import numpy as np
 from physiofm.data import storage
 from physiofm.data.budget import MIB, FileBudget
 from physiofm.data.corpus import MANIFEST_SCHEMA, CorpusLayout, corpus_document, report_lines
-from physiofm.data.inputs import InputFile, list_inputs  # noqa: F401 - part of this module's interface
+from physiofm.data.inputs import InputFile, check_inputs, list_inputs  # noqa: F401 - part of this module's interface
 from physiofm.data.limits import FileGuard, FileLimitExceeded
 from physiofm.data.output import check_no_overlap, OutputLock
 from physiofm.data.presets import Preset, get_preset
@@ -255,12 +255,14 @@ def prepare_corpus(inputs: list[str], output: str, preset: str | Preset = "cbram
                    retry_policy: storage.RetryPolicy = storage.RetryPolicy(), dashboard: bool = False,
                    budget: FileBudget | dict[str, Any] | None = None, worker_memory_mib: float | None = None,
                    progress: Callable[[str], None] | None = None,
-                   on_commit: Callable[[dict], None] | None = None) -> dict[str, Any]:
+                   on_commit: Callable[[dict], None] | None = None,
+                   connect: Callable[[], None] | None = None) -> dict[str, Any]:
     """Prepare `inputs` into windows under `output` (see `corpus.py` for the layout); returns the
     summary (files ok/rejected, windows, hours of signal, throughput, fixed costs apart).
 
     Re-running on the same output resumes; `overwrite=True` starts again. Uses the running Ray
-    cluster, or starts a local one (without the dashboard unless `dashboard=True`).
+    cluster, or `connect()` when given, or starts a local one (without the dashboard unless
+    `dashboard=True`), and only when a recording is left to do.
 
     One streaming execution: a pool of workers, one per `num_cpus` of the cluster, each importing
     the readers once, takes tasks of about `task_mb` MiB of input (at most `files_per_task` files,
@@ -279,6 +281,7 @@ def prepare_corpus(inputs: list[str], output: str, preset: str | Preset = "cbram
     it (no recording is blamed); running again resumes.
     """
     options = dict(storage_options or {})
+    listed = check_inputs(list(inputs), fmt, **options)  # nothing to read fails here, before the output exists
     preset = get_preset(preset, **(preset_options or {}))
     budget = budget if isinstance(budget, FileBudget) else FileBudget.from_dict(budget)
     for name, value in (("files_per_commit", files_per_commit), ("files_per_task", files_per_task),
@@ -295,14 +298,16 @@ def prepare_corpus(inputs: list[str], output: str, preset: str | Preset = "cbram
         return _prepare(list(inputs), layout, preset, fmt, overwrite, files_per_commit=files_per_commit,
                         files_per_task=files_per_task, task_mb=task_mb, shard_mb=shard_mb, num_cpus=num_cpus,
                         task_retries=task_retries, options=options, retry_policy=retry_policy, dashboard=dashboard,
-                        budget=budget, worker_memory_mib=worker_memory_mib, progress=progress, on_commit=on_commit)
+                        budget=budget, worker_memory_mib=worker_memory_mib, progress=progress, on_commit=on_commit,
+                        listed=listed, connect=connect)
     finally:
         lock.release()
 
 
 def _prepare(inputs: list[str], layout: CorpusLayout, preset: Preset, fmt: str, overwrite: bool, *,
              files_per_commit, files_per_task, task_mb, shard_mb, num_cpus, task_retries, options, retry_policy,
-             dashboard, budget: FileBudget, worker_memory_mib, progress, on_commit) -> dict[str, Any]:
+             dashboard, budget: FileBudget, worker_memory_mib, progress, on_commit, listed,
+             connect) -> dict[str, Any]:
     import ray
 
     started = time.perf_counter()
@@ -313,7 +318,7 @@ def _prepare(inputs: list[str], layout: CorpusLayout, preset: Preset, fmt: str, 
     config = {"preset": preset.to_dict(), "format": check_format(fmt)}
     _check_same_config(layout, config)
 
-    items, ignored = list_inputs(inputs, fmt, **options)
+    items, ignored = listed
     done_rows = {r["path"]: r for r in layout.committed_rows()}
     for uri, why in layout.set_aside:
         say(f"[prepare] commit file {uri} is damaged ({why}): set aside as {posixpath.basename(uri)}.corrupt; "
@@ -329,7 +334,13 @@ def _prepare(inputs: list[str], layout: CorpusLayout, preset: Preset, fmt: str, 
     todo = [i for i in items if i.path not in done_rows or done_rows[i.path]["retryable"]]
     say(f"[prepare] {len(items)} recordings listed ({len(items) - len(todo)} already done, "
         f"{len(ignored)} other files ignored); preset {preset.name}")
+    if not todo:  # every recording is committed already: nothing for a cluster to do
+        counts = {"ok": 0, "rejected": 0, "windows": 0, "bytes": 0, "files": 0}
+        costs = {"ray_start_s": 0.0, "workers_start_s": 0.0, "processing_s": 0.0}
+        return _finish(layout, config, list(inputs), ignored, counts, time.perf_counter() - started, costs, say)
     ray_started = time.perf_counter()
+    if connect is not None:
+        connect()
     if not ray.is_initialized():
         address = os.environ.get("RAY_ADDRESS") or "local"
         local = {"include_dashboard": dashboard} if address == "local" else {}

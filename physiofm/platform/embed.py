@@ -72,6 +72,19 @@ class EncoderActor:
         return batch
 
 
+def _save_mode(output: str):
+    """Replace the embeddings of an earlier run of ours (its embeddings.json is there); never write
+    into an `embeddings/` folder something else made."""
+    from ray.data import SaveMode
+
+    if storage.exists(storage.join(output, "embeddings.json")):
+        return SaveMode.OVERWRITE
+    if storage.exists(storage.join(output, "embeddings")):
+        raise ValueError(f"{storage.join(output, 'embeddings')} exists and was not written by jobs/embed.py "
+                         "(no embeddings.json beside it): give another --output")
+    return SaveMode.APPEND
+
+
 def embed_corpus(cfg: EmbedConfig, log=print) -> dict:
     import ray
 
@@ -98,7 +111,7 @@ def embed_corpus(cfg: EmbedConfig, log=print) -> dict:
         batch_size=cfg.batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=cfg.actors),
         num_cpus=actor_cpus, num_gpus=1 if cfg.use_gpu else 0)
     out_fs, out_path = storage.pyarrow_filesystem(storage.join(cfg.output, "embeddings"))
-    embedded.write_parquet(out_path, filesystem=out_fs)
+    embedded.write_parquet(out_path, filesystem=out_fs, mode=_save_mode(cfg.output))
     rows = info["counts"]["windows"]
     summary = {**asdict(cfg), "windows": rows, "window_shape": info["columns"]["x"]["shape"],
                "seconds": round(time.perf_counter() - started, 3)}

@@ -22,6 +22,7 @@ import torch
 
 from physiofm.platform.checkpoints import verify_local, write_manifest
 from physiofm.platform.config import OptimConfig, TrainConfig
+from physiofm.platform.console import quiet_training_worker
 from physiofm.platform.export import export_encoders
 
 logger = logging.getLogger("physiofm.train")  # Ray Train routes worker logs to the driver once
@@ -60,6 +61,7 @@ def quiet_report_echo() -> None:
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
+    quiet_training_worker(bool(config.get("scaling", {}).get("use_gpu")))
     import deepspeed
     import ray.train
     import ray.train.torch

@@ -15,7 +15,9 @@ from typing import Callable
 
 from physiofm.data import storage
 from physiofm.platform.checkpoints import CHECKPOINT_DIR, recover_run
+from physiofm.platform.commands import next_commands, relative, render_next
 from physiofm.platform.config import ConfigError, TrainConfig
+from physiofm.platform.console import say
 from physiofm.platform.run_record import check_resume, write_record
 from physiofm.platform.train_loop import (DEEPSPEED_KEY, TENSORBOARD_KEY, TENSORBOARD_SYNC_KEY, THREADS_KEY,
                                           deepspeed_config, deepspeed_template, train_loop_per_worker)
@@ -43,6 +45,7 @@ class RunSummary:
     elapsed_s: float
     cbramod_export: bool = False  # encoder.pt is a CBraMod: CBraMod.from_pretrained reads it too
     torch_threads: int = 0  # torch threads each worker ran
+    next: tuple[str, ...] = ()  # commands that continue from this run (physiofm.platform.commands)
 
     def render(self) -> str:
         resumed = (f"resumed from {self.resumed_from} (step {self.start_step})" if self.resumed_from
@@ -65,27 +68,53 @@ class RunSummary:
             + (" or CBraMod.from_pretrained" if self.cbramod_export else ""),
             "  resume       run the same command with a larger --max-steps (same --output and --name)",
             f"  tensorboard  {tensorboard}",
+            *render_next(list(self.next)),
             "=" * 72,
         ]
         return "\n".join(lines)
 
 
-def connect_ray(address: str | None = None, log: Log = print) -> None:
-    """Join the cluster a job was submitted to (RAY_ADDRESS), or start a local Ray."""
+def connect_ray(address: str | None = None, log: Log = say, dashboard: bool = True) -> None:
+    """Join the cluster a job was submitted to (RAY_ADDRESS), or start a local Ray.
+
+    A local Ray gets its dashboard (unless `dashboard=False`: a job without Ray Train) on a free
+    loopback port, named in `RAY_API_SERVER_ADDRESS` for its processes: Ray Train's placement-group
+    cleaner asks that state API whether the controller lives, and without it picks (or fails on) any
+    other Ray instance of the host.
+    """
     import ray
+
+    from physiofm.platform.console import RAY_LOG_LEVEL, local_ray_environment, quiet_driver, quiet_local_start
 
     if ray.is_initialized():
         return
+    quiet_driver()
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         log(f"connecting to the Ray cluster at {address}")
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, log_to_driver=True, logging_level=RAY_LOG_LEVEL)
     else:
-        log("starting a local Ray (set RAY_ADDRESS or --address to join a cluster)")
-        ray.init(address="local", log_to_driver=True)
+        os.environ.update(local_ray_environment())
+        quiet_local_start()
+        local: dict = {"include_dashboard": False}
+        if dashboard:
+            port = _free_port()
+            os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+            local = {"include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port}
+        log("starting a local Ray" + (f", dashboard http://127.0.0.1:{local['dashboard_port']}" if dashboard else "")
+            + " (set RAY_ADDRESS or --address to join a cluster)")
+        ray.init(address="local", log_to_driver=True, logging_level=RAY_LOG_LEVEL, **local)
 
 
-def resolve_corpus(cfg: TrainConfig, log: Log = print, address: str | None = None) -> tuple[str, dict]:
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def resolve_corpus(cfg: TrainConfig, log: Log = say, address: str | None = None) -> tuple[str, dict]:
     """(prepared corpus URI, its info); a raw corpus is prepared first through the data pipeline."""
     from physiofm.data.loader import corpus_info
 
@@ -100,13 +129,18 @@ def resolve_corpus(cfg: TrainConfig, log: Log = print, address: str | None = Non
         raise ConfigError(f"data.corpus: {err}") from err
     if not storage.exists(uri):
         raise ConfigError(f"data.corpus: nothing found at {uri!r}")
-    from physiofm.data.pipeline import prepare_corpus
+    from physiofm.data.pipeline import check_inputs, prepare_corpus
+
+    try:
+        check_inputs([uri])  # a folder without recordings fails here, by the name given, before Ray starts
+    except ValueError as err:
+        raise ConfigError(f"data.corpus: {err}") from err
 
     prepared = cfg.data.prepared_cache or storage.join(cfg.run.storage, cfg.run.name, "corpus")
     preset = cfg.data.preset or cfg.method.default_preset
     log(f"{uri} holds raw recordings: preparing windows with preset '{preset}' into {prepared}")
-    connect_ray(address, log)  # ours, before the pipeline would start one without worker logs
-    prepare_corpus([uri], prepared, preset=preset, progress=log)
+    # our Ray (before the pipeline would start one without worker logs), once there is work for it
+    prepare_corpus([uri], prepared, preset=preset, progress=log, connect=lambda: connect_ray(address, log))
     try:
         return prepared, corpus_info(prepared)
     except ValueError as err:
@@ -126,7 +160,7 @@ def check_corpus(cfg: TrainConfig, uri: str, info: dict) -> None:
 DATA_CPUS = 1.0  # what Ray Data's read and map tasks of the training stream ask for, one at a time
 
 
-def worker_cpus(cfg: TrainConfig, log: Log = print) -> float:
+def worker_cpus(cfg: TrainConfig, log: Log = say) -> float:
     """CPUs per training worker. Auto (0): 1, unless the workers would then hold every CPU of the
     cluster: Ray Data's read tasks would never be scheduled and training would wait forever. An
     explicit `scaling.cpus_per_worker` that leaves Ray Data less than `DATA_CPUS` is refused."""
@@ -159,6 +193,18 @@ def worker_threads(cpus: float) -> int:
     return max(1, math.ceil(cpus - 1e-9))
 
 
+def ingest_config():
+    """Ray Train's default ingest options, stated: its own default copies the deprecated
+    `exclude_resources` field, which warns in every run."""
+    import ray.train
+    from ray.data import DataContext, ExecutionOptions
+
+    current = DataContext.get_current().execution_options
+    return ray.train.DataConfig(execution_options=ExecutionOptions(
+        resource_limits=current.resource_limits, preserve_order=current.preserve_order,
+        verbose_progress=current.verbose_progress))
+
+
 def existing_checkpoints(run_uri: str) -> list[str]:
     fs, path = storage.fsspec_filesystem(run_uri)
     if not fs.exists(path):
@@ -176,7 +222,10 @@ def tensorboard_locations(storage_uri: str, name: str) -> tuple[str, str]:
     return folder, folder
 
 
-def pretrain(cfg: TrainConfig, *, address: str | None = None, log: Log = print) -> RunSummary:
+def pretrain(cfg: TrainConfig, *, address: str | None = None, log: Log = say) -> RunSummary:
+    from physiofm.platform.console import quiet_driver
+
+    quiet_driver()  # before Ray Data is first imported: it reads its logging config then
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -248,15 +297,19 @@ def pretrain(cfg: TrainConfig, *, address: str | None = None, log: Log = print) 
     resources = {"CPU": cpus, **cfg.scaling.resources_per_worker}
     if cfg.scaling.use_gpu:
         resources["GPU"] = cfg.scaling.gpus_per_worker
+    from physiofm.platform.console import train_logging_config
+
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
+        dataset_config=ingest_config(),
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
                                                resources_per_worker=resources),
         run_config=ray.train.RunConfig(
             name=cfg.run.name, storage_path=storage_path, storage_filesystem=storage_fs,
             failure_config=ray.train.FailureConfig(max_failures=cfg.run.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.run.keep_checkpoints)),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.run.keep_checkpoints),
+            logging_config=train_logging_config()),
         datasets=datasets,
     )
     log(f"training {cfg.method.name} on {info['counts']['windows']} windows with {cfg.scaling.num_workers} workers, "
@@ -282,4 +335,6 @@ def pretrain(cfg: TrainConfig, *, address: str | None = None, log: Log = print) 
         cbramod_export=cfg.method.name == "masked_reconstruction",
         tensorboard_uri=tensorboard_uri, num_workers=cfg.scaling.num_workers,
         torch_threads=int(metrics.get("torch_threads", 0)),
-        elapsed_s=time.perf_counter() - started)
+        elapsed_s=time.perf_counter() - started,
+        next=tuple(next_commands("pretrain", method=cfg.method.name, export_uri=relative(export_uri),
+                                 exports=exports, corpus=relative(corpus), run_uri=relative(run_uri))))
