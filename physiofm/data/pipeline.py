@@ -281,7 +281,6 @@ def prepare_corpus(inputs: list[str], output: str, preset: str | Preset = "cbram
     it (no recording is blamed); running again resumes.
     """
     options = dict(storage_options or {})
-    listed = check_inputs(list(inputs), fmt, **options)  # nothing to read fails here, before the output exists
     preset = get_preset(preset, **(preset_options or {}))
     budget = budget if isinstance(budget, FileBudget) else FileBudget.from_dict(budget)
     for name, value in (("files_per_commit", files_per_commit), ("files_per_task", files_per_task),
@@ -292,6 +291,7 @@ def prepare_corpus(inputs: list[str], output: str, preset: str | Preset = "cbram
     layout = CorpusLayout(output, options)
     check_no_overlap(list(inputs), layout.output)
     layout.check_ours()
+    listed = check_inputs(list(inputs), fmt, **options)  # nothing to read fails here, before the output exists
     lock = OutputLock(layout.progress, options)
     lock.acquire()  # a second run on this output stops here
     try:
