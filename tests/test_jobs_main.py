@@ -47,7 +47,8 @@ def test_readme_main_command_trains_quietly_resumes_exports_and_names_the_next_c
     encoder on the demo corpus in ~/.cache/physiofm, the masked loss falls, a checkpoint comes out;
     nothing that is not ours is printed at WARNING/ERROR level and the summary box comes last,
     naming the embed command, which runs as printed. The same command with a larger --max-steps
-    resumes where the loss left off (joined to the tests' cluster, as under `ray job submit`)."""
+    resumes where the loss left off (joined to the tests' cluster, as under `ray job submit`). The
+    tests' own cluster is up meanwhile: a second Ray instance on the host, as in the finding."""
     home = clean_machine(tmp_path)
     joined = {**home, "RAY_ADDRESS": job_env["RAY_ADDRESS"], "RAY_AUTH_MODE": os.environ["RAY_AUTH_MODE"]}
 
@@ -87,6 +88,7 @@ def test_readme_main_command_trains_quietly_resumes_exports_and_names_the_next_c
     assert f"--encoder {export.relative_to(tmp_path)}" in embed and "--corpus" in embed
     embed_out = command(shlex.split(embed)[1:], joined)
     assert "physiofm embed: 48 windows" in embed_out and embed_out.rstrip().endswith("=" * 72)
+    assert not [line for line in embed_out.splitlines() if ALARM.search(line) and not OURS.match(line)], embed_out
     embedded = tmp_path / "runs" / "ecg-dual-masking-embeddings"
     assert len(pq.read_table(embedded / "embeddings")) == 48
 
@@ -99,6 +101,7 @@ def test_readme_main_command_trains_quietly_resumes_exports_and_names_the_next_c
     assert "starting a local Ray" not in refused  # the demo corpus is prepared already: no Ray to refuse
 
     second = command([*main_command, "--max-steps", "16"], joined)
+    assert not [line for line in second.splitlines() if ALARM.search(line) and not OURS.match(line)], second
     assert "resuming from step_00000012" in second
     assert re.search(r"resumed from .*step_00000012 \(step 12\)", second)
     assert "global_step=16" in second

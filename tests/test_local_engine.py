@@ -56,5 +56,6 @@ def test_run_steps_with_local_engine_trains_reports_and_checkpoints(one_torch_th
     assert [step for step, _ in checkpoints] == [5, 10, 15, 20, 25, 30, 35, 40]
     assert len(reports) == 32 and all(r["scale"] == 1.0 for r in reports)
     first, last = checkpoints[0][1], checkpoints[-1][1]
+    assert first["first_loss"] == reports[0]["loss"]  # the summary's first loss: the whole first step
     assert last["loss"] < 0.05 * first["first_loss"], (first, last)
     assert last["lr"] < first["lr"]  # the cosine schedule decays every group

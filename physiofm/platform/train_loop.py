@@ -187,8 +187,8 @@ def run_steps(engine, cfg: TrainConfig, batches: Callable[[int], Iterable[dict]]
             window.add(loss, metrics, len(next(iter(batch.values()))), waited)
             step = engine.global_steps
             stepped = step > before
-            if math.isnan(first_loss):
-                first_loss = window.mean_loss()
+            if stepped and math.isnan(first_loss):  # every micro-step of the first step, every rank, as reported
+                first_loss = window.reduce(world)["loss"]
             done = step >= cfg.run.max_steps
             if stepped and (step % cfg.run.log_every == 0 or step % cfg.run.checkpoint_every == 0 or done):
                 metrics_now = window.reduce(world)
