@@ -66,6 +66,14 @@ class MNEResampleFilter:
         if bad:
             raise ValueError(f"notch frequencies must be below the Nyquist frequency {self.sfreq / 2} Hz, got {bad}")
 
+    def prepare(self) -> None:
+        """Warm a worker before its first file: the filter taps, and torch's FFT when it is used."""
+        fir_kernel(*self.design)
+        if self.fft == "torch":
+            import torch
+
+            torch.fft.rfft(torch.zeros(2, 16))
+
     @property
     def design(self) -> tuple:
         """The filters' parameters, the key of their cached taps and responses."""

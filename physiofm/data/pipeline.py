@@ -190,6 +190,7 @@ class _FileWorker:
         self.execution, self.budget = execution or new_prefix(), budget or FileBudget()
         self.filesystem, self.directory = storage.pyarrow_filesystem(windows_uri, **options)
         self.guard = FileGuard(self.budget.seconds_per_file, memory_bytes, on_hard_stop=self._stopped)
+        preset.prepare()  # imports and filter designs belong to the worker's start, not to its first file
 
     def _stopped(self, path: str, reason: str, code: str) -> None:
         """The guard is about to end this process over `path`: tell the driver which file it was."""

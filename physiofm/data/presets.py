@@ -35,6 +35,11 @@ class Preset:
         windows.channels = [name for name, keep in zip(rec.ch_names, present) if keep]
         return windows
 
+    def prepare(self) -> None:
+        """Import and build what the steps need once, before the first recording (a worker's start)."""
+        for step in self.steps:
+            getattr(step, "prepare", lambda: None)()
+
     def decode_only(self, labels: list[str]) -> list[int] | None:
         """Indices of the file channels the first step keeps (None: all): readers that can decode
         only some channels (EDF/BDF) skip the others."""
