@@ -127,8 +127,10 @@ def _choice(name: str, value: str, allowed) -> None:
         raise ConfigError(f"--{name} {value!r} is not allowed; allowed: {sorted(allowed) if not isinstance(allowed, tuple) else list(allowed)}")
 
 
-def plan(config: FinetuneConfig) -> Plan:
-    """Check the request before anything starts; every error names the value and what is allowed."""
+def plan(config: FinetuneConfig, require_init: bool = True) -> Plan:
+    """Check the request before anything starts; every error names the value and what is allowed.
+    `require_init=False` accepts an encoder that needs `--init` without one (a sweep checks its
+    trials' requests before their pretraining has written the exports)."""
     cfg = config
     _choice("dataset", cfg.dataset, DATASETS)
     _choice("protocol", cfg.protocol, PROTOCOLS)
@@ -225,7 +227,7 @@ def plan(config: FinetuneConfig) -> Plan:
             if family == "spectral":
                 raise ConfigError(f"--init for {m}: the spectral encoder has no pretrained weights")
             result.weights[m], result.provenance[m] = inspect_init(family, m, cfg.dataset, inits[m])
-        elif FAMILIES[family].needs_init:
+        elif FAMILIES[family].needs_init and require_init:
             raise ConfigError(f"--encoder {family} needs --init (for {m}): {FAMILIES[family].description}")
         else:
             result.provenance[m] = {"source": "no pretraining" if family == "spectral"
@@ -543,10 +545,20 @@ def run_protocol(config: FinetuneConfig, *, address: str | None = None, log: Log
             f"validation {cfg.selection_metric} {r['validation'].get(cfg.selection_metric, math.nan):.3f}"
             + (f", test balanced accuracy {test['balanced_accuracy']:.3f} (chance {r['chance']['balanced_accuracy']:.3f})"
                if test else "") + f", {r['seconds']:.1f} s")
-    ordered = [results[i] for i in chosen]
-    document = _document(p, ordered, folds, chosen, prepared.protocol, prepared.described, table,
-                         time.perf_counter() - prepared.started)
-    return ProtocolResult(document, ordered)
+    return finish_protocol(prepared, [results[i] for i in chosen], chosen)
+
+
+def finish_protocol(prepared: Prepared, scored: list[dict], chosen: list[int]) -> ProtocolResult:
+    """The run's metrics document from its scored folds (`score_fold` of each `fit_fold` result, in
+    the order of `chosen`): what `run_protocol` returns, also for folds run elsewhere (a sweep trial)."""
+    document = _document(prepared.plan, scored, prepared.folds, chosen, prepared.protocol, prepared.described,
+                         prepared.table, time.perf_counter() - prepared.started)
+    return ProtocolResult(document, scored)
+
+
+def score_fold(result: dict, scheme: LabelScheme) -> dict:
+    """A `fit_fold` result with its validation (and test) metrics, chance and confusion matrix."""
+    return _score(result, scheme)
 
 
 def _score(result: dict, scheme: LabelScheme) -> dict:
