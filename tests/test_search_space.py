@@ -82,6 +82,19 @@ def test_unknown_top_level_keys_and_combinations_the_fine_tuning_refuses_fail_be
         plan_sweep(SweepConfig(scheduler="hyperband"))
 
 
+def test_the_sweep_job_refuses_an_invalid_space_before_ray_or_any_trial(tmp_path, capsys, monkeypatch):
+    import ray
+
+    job = _job("tune_emotion")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("parameters:\n  ecg.inter_ratio: {uniform: [0.2, 1.0]}\n  head: {choice: [concat]}\n")
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("Ray started for an invalid search space"))
+    code = job.main(["--search-space", str(bad), "--storage", str(tmp_path / "runs"), "--name", "bad"])
+    err = capsys.readouterr().err
+    assert code == 2 and "'ecg.inter_ratio'" in err and "[0, 1)" in err, err
+    assert not (tmp_path / "runs").exists()  # nothing written: no trial, no study
+
+
 def test_a_trial_s_values_reach_the_fine_tuning_and_its_pretraining_job(tmp_path):
     from physiofm.platform.sweep_trial import pretraining_argv, trial_config, wire_encoders
 
@@ -194,3 +207,21 @@ def test_the_report_names_the_best_configuration_and_the_stops(tmp_path):
     assert sorted(Path(w).name for w in written if w.endswith(".png")) == [
         "learning_curves.png", "metric_vs_parameters.png", "parallel_coordinates.png"]
     assert all((tmp_path / n).read_bytes()[:4] == b"\x89PNG" for n in ("learning_curves.png",))
+
+
+def test_progress_lines_count_the_trials_a_resumed_sweep_kept():
+    from types import SimpleNamespace
+
+    from physiofm.platform.sweep import progress_callback
+
+    lines = []
+    progress = progress_callback(6, "validation_kappa", 8, ["head"], log=lines.append)
+    kept = SimpleNamespace(trial_id="k", status="TERMINATED", last_result={"validation_kappa": 0.5, "epoch": 8},
+                           config={"head": "late"}, path="/k")
+    now = SimpleNamespace(trial_id="n", status="RUNNING", config={"head": "concat"}, path="/n",
+                          last_result={"validation_kappa": 0.25, "epoch": 2, "time_total_s": 3.0})
+    progress.on_trial_start(0, [kept, now], now)
+    progress.on_trial_complete(0, [kept, now], now)
+    assert lines[0] == "[tune] trial_n started: head=concat"
+    assert "validation_kappa 0.2500, stopped by ASHA at epoch 2" in lines[1], lines[1]
+    assert "best so far 0.5000 (trial_k)" in lines[1] and "(1 this run, 1 running, 6 in the sweep)" in lines[1], lines[1]

@@ -254,7 +254,7 @@ def progress_callback(total: int, metric: str, epochs: int, searched: list[str],
 
     class SweepProgress(Callback):
         def __init__(self):
-            self.finished, self.best = 0, (-math.inf, "")
+            self.finished = 0
 
         def on_trial_start(self, iteration, trials, trial, **info):
             log(f"[tune] {trial_name(trial)} started: {_values(trial.config, searched)}")
@@ -264,13 +264,15 @@ def progress_callback(total: int, metric: str, epochs: int, searched: list[str],
             result = trial.last_result or {}
             value = result.get(metric, math.nan)
             epoch = int(result.get("epoch", 0))
-            if value == value and value > self.best[0]:
-                self.best = (value, trial_name(trial))
+            # over every trial Tune holds, so that a resumed sweep counts the trials it kept
+            scored = [((t.last_result or {}).get(metric, math.nan), trial_name(t)) for t in trials
+                      if t.status == "TERMINATED" or t is trial]
+            best = max((v for v in scored if v[0] == v[0]), default=(math.nan, "-"))
             fate = "completed" if epoch >= epochs else f"stopped by ASHA at epoch {epoch}"
             running = sum(t.status == "RUNNING" for t in trials)
             log(f"[tune] {trial_name(trial)} finished ({self.finished} this run, {running} running, {total} in the "
                 f"sweep): {metric} {value:.4f}, {fate}, {result.get('time_total_s', 0.0):.1f} s; best so far "
-                f"{self.best[0]:.4f} ({self.best[1]}); {_values(trial.config, searched)}")
+                f"{best[0]:.4f} ({best[1]}); {_values(trial.config, searched)}")
 
         def on_trial_error(self, iteration, trials, trial, **info):
             log(f"[tune] {trial_name(trial)} failed: see {trial.path}/error.txt")
