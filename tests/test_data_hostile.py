@@ -56,11 +56,11 @@ def test_an_edf_whose_records_declare_hours_is_rejected_before_decoding(tueg_fil
     """20 one-second records stretched to `record_s` each: 0.08 Hz ... 2.5e-8 Hz signals that the
     preset would upsample to 200 Hz (3.7 GiB and more), once accepted as 1000 garbage windows."""
     path = bad_files.stretched_edf(tueg_file, tmp_path / "stretched.edf", record_s)
-    started = time.perf_counter()
+    started = time.process_time()
     (_, row), grown = grows_by(lambda: process(path, **EEG_SHORT))
     assert row["status"] == "rejected" and row["reason_code"] == "sampling_rate", row["reason"]
     assert "outside the plausible range of eeg signals" in row["reason"] and len(row["reason"]) < 400
-    assert grown < 64 * MIB and time.perf_counter() - started < 10
+    assert grown < 64 * MIB and time.process_time() - started < 10
 
 
 def test_a_budget_names_what_a_file_declares_against_the_limits(tueg_file):
@@ -88,10 +88,10 @@ def test_a_wfdb_record_at_an_implausible_rate_is_rejected_before_resampling(tmp_
 def test_a_master_header_naming_one_segment_thousands_of_times_is_rejected_fast(tmp_path):
     """8000 segments in a 120-KB header, all one 2-s segment: 4.4 h declared from 24 KB on disk."""
     master = bad_files.wfdb_repeated_segments(tmp_path, repeats=8000)
-    started = time.perf_counter()
+    started = time.process_time()
     _, row = process(master, preset="ecg")
     assert row["reason_code"] == "too_large" and "8000 segments, 1 distinct" in row["reason"], row["reason"]
-    assert "budget max_expansion" in row["reason"] and time.perf_counter() - started < 20
+    assert "budget max_expansion" in row["reason"] and time.process_time() - started < 20
 
 
 def test_a_dreamer_file_with_a_garbled_rate_is_rejected_before_resampling(tmp_path):
@@ -197,10 +197,10 @@ def test_deap_bombs_end_as_short_rejections(tmp_path):
     for name, (write, code, pattern) in cases.items():
         path = write(tmp_path / name)
         assert path.stat().st_size < 400
-        started = time.perf_counter()
+        started = time.process_time()
         (_, row), grown = grows_by(lambda: process(path))
         assert row["reason_code"] == code and re.search(pattern, row["reason"]), row["reason"]
-        assert len(row["reason"]) <= 400 and time.perf_counter() - started < 5 and grown < 64 * MIB
+        assert len(row["reason"]) <= 400 and time.process_time() - started < 5 and grown < 64 * MIB
 
 
 # ---------------------------------------------------------------- .mat: decompression bounded
@@ -209,10 +209,10 @@ def test_a_zlib_bomb_mat_is_rejected_before_it_inflates(tmp_path):
     """2 GiB of zeros in a 2-MB SEED-layout file: once 680 all-zero windows at 4.4 GiB of memory."""
     path = bad_files.mat_zlib_bomb(tmp_path / "djc_20140101.mat", inflated_mib=2048)
     assert path.stat().st_size < 3 * MIB
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time: a busy host must not fail it, an inflating reader would
     (_, row), grown = grows_by(lambda: process(path, preset="scmm-de"))
     assert row["reason_code"] == "too_large" and "inflate to more than" in row["reason"], row["reason"]
-    assert grown < 64 * MIB and time.perf_counter() - started < 10
+    assert grown < 64 * MIB and time.process_time() - started < 10
     small = bad_files.mat_zlib_bomb(tmp_path / "small" / "djc_20140101.mat", inflated_mib=8)  # within the floor
     _, row = process(small, preset="scmm-de")
     assert row["reason_code"] != "too_large"
