@@ -225,3 +225,24 @@ def test_progress_lines_count_the_trials_a_resumed_sweep_kept():
     assert lines[0] == "[tune] trial_n started: head=concat"
     assert "validation_kappa 0.2500, stopped by ASHA at epoch 2" in lines[1], lines[1]
     assert "best so far 0.5000 (trial_k)" in lines[1] and "(1 this run, 1 running, 6 in the sweep)" in lines[1], lines[1]
+
+
+def test_trials_at_once_follow_the_cluster_s_resources_and_what_each_trial_asks_for():
+    from physiofm.platform.config import ConfigError
+    from physiofm.platform.sweep import concurrency, trial_resources
+
+    heads = plan_sweep(SweepConfig(cpus_per_trial=2.0))
+    assert trial_resources(heads) == {"CPU": 2.0}
+    assert concurrency(heads, {"CPU": 16.0}) == 8 and concurrency(heads, {"CPU": 5.0}) == 2
+    heads.config.max_concurrent = 1
+    assert concurrency(heads, {"CPU": 16.0}) == 1
+    fusion = plan_sweep(SweepConfig(search_space=str(REPO_ROOT / "infra" / "tune" / "eeg-ecg-fusion.yaml"),
+                                    gpus_per_trial=1.0))
+    assert trial_resources(fusion) == {"CPU": 2.0, "GPU": 1.0}  # one Train worker + its Ray Data stream
+    assert concurrency(fusion, {"CPU": 64.0, "GPU": 4.0}) == 4
+    with pytest.raises(ConfigError, match=r"one trial needs 2 CPU, 1 GPU; the cluster has 64 CPU, 0 GPU"):
+        concurrency(fusion, {"CPU": 64.0})
+    lines = []
+    fusion.config.max_concurrent = 6  # more than fits: the autoscaler is asked for the rest
+    assert concurrency(fusion, {"CPU": 64.0, "GPU": 4.0}, log=lines.append) == 6
+    assert "6 trials at once asked" in lines[0] and "the cluster holds 4" in lines[0], lines
