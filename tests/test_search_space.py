@@ -227,21 +227,26 @@ def test_progress_lines_count_the_trials_a_resumed_sweep_kept():
     assert "best so far 0.5000 (trial_k)" in lines[1] and "(1 this run, 1 running, 6 in the sweep)" in lines[1], lines[1]
 
 
-def test_trials_at_once_follow_the_cluster_s_resources_and_what_each_trial_asks_for():
+def test_trials_at_once_leave_room_for_their_pretraining_workers_and_follow_the_cluster():
     from physiofm.platform.config import ConfigError
-    from physiofm.platform.sweep import concurrency, trial_resources
+    from physiofm.platform.sweep import concurrency, trial_footprint, trial_resources
 
     heads = plan_sweep(SweepConfig(cpus_per_trial=2.0))
-    assert trial_resources(heads) == {"CPU": 2.0}
+    assert trial_resources(heads) == trial_footprint(heads) == {"CPU": 2.0}
     assert concurrency(heads, {"CPU": 16.0}) == 8 and concurrency(heads, {"CPU": 5.0}) == 2
     heads.config.max_concurrent = 1
     assert concurrency(heads, {"CPU": 16.0}) == 1
     fusion = plan_sweep(SweepConfig(search_space=str(REPO_ROOT / "infra" / "tune" / "eeg-ecg-fusion.yaml"),
                                     gpus_per_trial=1.0))
-    assert trial_resources(fusion) == {"CPU": 2.0, "GPU": 1.0}  # one Train worker + its Ray Data stream
-    assert concurrency(fusion, {"CPU": 64.0, "GPU": 4.0}) == 4
-    with pytest.raises(ConfigError, match=r"one trial needs 2 CPU, 1 GPU; the cluster has 64 CPU, 0 GPU"):
-        concurrency(fusion, {"CPU": 64.0})
+    # Tune reserves the trial's own CPU; Ray Train schedules the pretraining worker (1 CPU) and
+    # its data stream (1 CPU) beside it: 16 CPUs hold 5 such trials, not 16 reservations that
+    # would leave the workers nothing (the trials would wait for their workers forever)
+    assert trial_resources(fusion) == {"CPU": 1.0, "GPU": 1.0}
+    assert trial_footprint(fusion) == {"CPU": 3.0, "GPU": 1.0}
+    assert concurrency(fusion, {"CPU": 16.0, "GPU": 8.0}) == 5 and concurrency(fusion, {"CPU": 64.0, "GPU": 4.0}) == 4
+    with pytest.raises(ConfigError, match=r"one trial needs 3 CPU, 1 GPU \(its own 1 CPU, 1 GPU, its pretraining "
+                                          r"workers.*the cluster has 2 CPU, 1 GPU.*cpus_per_worker"):
+        concurrency(fusion, {"CPU": 2.0, "GPU": 1.0})
     lines = []
     fusion.config.max_concurrent = 6  # more than fits: the autoscaler is asked for the rest
     assert concurrency(fusion, {"CPU": 64.0, "GPU": 4.0}, log=lines.append) == 6

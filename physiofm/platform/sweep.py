@@ -152,39 +152,62 @@ def _default_study_url(sweep_uri: str, name: str) -> str:
 # ---------------------------------------------------------------- resources
 
 def trial_resources(p: SweepPlan) -> dict[str, float]:
-    """What one trial holds while it runs: its fine-tuning CPUs / GPU, plus, with pretraining, the
-    Train workers' CPUs and one CPU for their Ray Data stream."""
+    """What Tune reserves for a trial's own process (the driver function): its fine-tuning CPUs / GPU.
+    A trial's pretraining workers are not in it: Ray Train schedules them itself (the driver-function
+    pattern), so they must find CPUs beside the trials' reservations (`trial_footprint`)."""
     cfg = p.config
-    cpus = cfg.cpus_per_trial
-    for group in p.space.groups:
-        settings = p.space.pretraining_settings(group)
-        cpus = max(cpus, int(settings["num_workers"]) * float(settings.get("cpus_per_worker") or 1.0) + 1.0)
-    out = {"CPU": float(cpus)}
+    out = {"CPU": float(cfg.cpus_per_trial)}
     if cfg.gpus_per_trial:
         out["GPU"] = float(cfg.gpus_per_trial)
     return out
 
 
+def trial_footprint(p: SweepPlan) -> dict[str, float]:
+    """All a trial holds at its peak: its reservation plus, while it pretrains (one method at a
+    time), the Train workers' CPUs and Ray Data's for their stream (`trainer.DATA_CPUS`)."""
+    from physiofm.platform.trainer import DATA_CPUS
+
+    out = trial_resources(p)
+    pretraining = 0.0
+    for group in p.space.groups:
+        settings = p.space.pretraining_settings(group)
+        workers = int(settings["num_workers"]) * float(settings.get("cpus_per_worker") or 1.0)
+        pretraining = max(pretraining, workers + DATA_CPUS)
+    out["CPU"] += pretraining
+    return out
+
+
 def concurrency(p: SweepPlan, cluster: dict[str, float], log: Log = print) -> int:
-    """Trials at once: --max-concurrent, or what the cluster's resources hold; when asked for more
-    than the cluster holds now, the autoscaler is asked for the rest (request_resources)."""
-    need = trial_resources(p)
+    """Trials at once: --max-concurrent, or as many trials' footprints as the cluster's resources
+    hold (so that pretraining workers always find CPUs beside the trials' reservations); when
+    asked for more than the cluster holds now, the autoscaler is asked for the rest."""
+    need = trial_footprint(p)
     fits = min(int(math.floor(cluster.get(k, 0.0) / v + 1e-9)) for k, v in need.items() if v > 0)
     asked = p.config.max_concurrent
+    if fits < 1 and not (asked and _ask_autoscaler(need, asked, fits, log)):
+        raise ConfigError(f"one trial needs {_show(need)} (its own {_show(trial_resources(p))}"
+                          + (", its pretraining workers and their data stream the rest" if p.space.groups else "")
+                          + f"); the cluster has {_show(cluster, need)}: lower --cpus-per-trial"
+                          + (" or pretraining num_workers / cpus_per_worker" if p.space.groups else "")
+                          + ", or add nodes")
     if asked and asked > fits:
-        try:
-            from ray.autoscaler.sdk import request_resources
-
-            request_resources(bundles=[need] * asked)
-            log(f"[tune] {asked} trials at once asked; the cluster holds {fits} now ({_show(need)} each): asked the "
-                "autoscaler for the rest (ray.autoscaler.sdk.request_resources); trials wait for nodes")
-        except Exception as err:  # noqa: BLE001 - a cluster without an autoscaler runs what fits
-            log(f"[tune] {asked} trials at once asked, the cluster holds {fits}; no autoscaler answered ({err})")
+        if fits >= 1:
+            _ask_autoscaler(need, asked, fits, log)
         return asked
-    if fits < 1:
-        raise ConfigError(f"one trial needs {_show(need)}; the cluster has {_show(cluster, need)}: lower "
-                          "--cpus-per-trial / pretraining num_workers, or add nodes")
     return min(asked, fits) if asked else fits
+
+
+def _ask_autoscaler(need: dict[str, float], asked: int, fits: int, log: Log) -> bool:
+    try:
+        from ray.autoscaler.sdk import request_resources
+
+        request_resources(bundles=[need] * asked)
+    except Exception as err:  # noqa: BLE001 - a cluster without an autoscaler runs what fits
+        log(f"[tune] {asked} trials at once asked, the cluster holds {fits}; no autoscaler answered ({err})")
+        return False
+    log(f"[tune] {asked} trials at once asked; the cluster holds {fits} now ({_show(need)} each): asked the "
+        "autoscaler for the rest (ray.autoscaler.sdk.request_resources); trials wait for nodes")
+    return True
 
 
 def _show(resources: dict[str, float], keys=None) -> str:
@@ -394,7 +417,7 @@ def run_sweep(config: SweepConfig, *, address: str | None = None, log: Log = pri
     data, prepared = sweep_data(p, log)
     max_concurrent = concurrency(p, ray.cluster_resources(), log)
     log(f"[tune] {cfg.num_samples} trials of {len(prepared.folds)} folds x {p.epochs} epochs, {max_concurrent} at a "
-        f"time ({_show(trial_resources(p))} each), {cfg.search} search, {cfg.scheduler} scheduler on {p.metric}; "
+        f"time ({_show(trial_footprint(p))} each), {cfg.search} search, {cfg.scheduler} scheduler on {p.metric}; "
         f"results in {p.sweep_uri}")
     tuner, resumed = build_tuner(p, data, max_concurrent, log)
     _open_session(p.sweep_uri, started, resumed)
