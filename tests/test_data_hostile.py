@@ -192,7 +192,7 @@ def test_deap_bombs_end_as_short_rejections(tmp_path):
     cases = {
         "uninitialised.dat": (bad_files.deap_uninitialised, "too_large", "uninitialised array"),
         "bytearray.dat": (bad_files.deap_allocating_builtin, "too_large", "an int would allocate"),
-        "nested.dat": (bad_files.deap_nested_key, "dataset_layout", r"must be a dict with 'data' and 'labels'"),
+        "nested.dat": (bad_files.deap_nested_key, "hostile_pickle", r"a dict key or set item of type tuple"),
     }
     for name, (write, code, pattern) in cases.items():
         path = write(tmp_path / name)
@@ -339,3 +339,24 @@ def test_a_storage_error_reading_a_file_is_retryable_and_not_blamed_on_it(tueg_f
         assert row["reason"].startswith(f"storage: reading {tueg_file.name}: {os.strerror(code)} "
                                         f"[{errno.errorcode[code]}]")
     json.dumps(row)
+
+
+def test_a_key_that_takes_exponential_time_to_hash_is_refused_before_it_is_hashed():
+    """A tuple nested 40 times through itself: ~500 bytes, 2**40 steps to hash (in C, unstoppable).
+    The pickles are written opcode by opcode: building them in Python would hash the key."""
+    key: tuple = ()
+    for _ in range(40):
+        key = (key, key)
+    k = pickle.dumps(key, protocol=2)[2:-1]  # the key's opcodes (memoised), no PROTO, no STOP
+    one, labels = b"K\x01", b"X\x06\x00\x00\x00labels"
+    raws = {"SETITEMS": b"\x80\x02}(" + labels + one + k + one + b"u.", "SETITEM": b"\x80\x02}" + k + one + b"s.",
+            "DICT": b"(" + k + one + b"d.", "ADDITEMS": b"\x80\x04\x8f(" + k + b"\x90.",
+            "FROZENSET": b"\x80\x04(" + k + b"\x91.", "frozenset()": pickle.dumps(_Call(frozenset, ([key],)), protocol=2),
+            "dict()": pickle.dumps(_Call(dict, ([(key, 1)],)), protocol=2)}
+    for opcode, raw in raws.items():
+        started = time.perf_counter()
+        with pytest.raises(ForbiddenGlobal, match="of type tuple: only plain values"):
+            restricted_loads(raw)
+        assert time.perf_counter() - started < 1, opcode
+    assert restricted_loads(pickle.dumps({"labels": 1, 2: {3.0, "a"}}, protocol=0)) == {"labels": 1, 2: {3.0, "a"}}
+    assert restricted_loads(b"\x80\x02}(" + labels + one + b"X\x01\x00\x00\x00a" + one + b"u.") == {"labels": 1, "a": 1}

@@ -86,6 +86,9 @@ class RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler: ever
             self.dispatch[opcode[0]] = lambda self, op=opcode: self._forbidden_opcode(op)
         self.dispatch[pickle.BUILD[0]] = RestrictedUnpickler._load_build
         self.dispatch[pickle.REDUCE[0]] = RestrictedUnpickler._load_reduce
+        for opcode, keys in ((pickle.SETITEM, _key_of_setitem), (pickle.SETITEMS, _keys_of_pairs),
+                             (pickle.DICT, _keys_of_pairs), (pickle.ADDITEMS, _items), (pickle.FROZENSET, _items)):
+            self.dispatch[opcode[0]] = _hashing_plain_keys(pickle._Unpickler.dispatch[opcode[0]], keys)
 
     def _forbidden_opcode(self, opcode: bytes):
         raise ForbiddenGlobal(f"pickle opcode {pickle_opcode_name(opcode)} (builds objects other than arrays) is "
@@ -129,6 +132,38 @@ class RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler: ever
             _numeric_dtype(inst, "dtype state")
         else:
             raise ForbiddenGlobal(f"pickle sets the state of a {type(inst).__name__}; only arrays and dtypes have one")
+
+
+_KEY_TYPES = (str, bytes, int, float, bool, complex, type(None))
+
+
+def _plain_key(key) -> None:
+    # Hashing a tuple hashes what it holds, every time: a key nested 40 times through itself is a
+    # few hundred bytes that take 2**40 steps (in C, where no time limit can stop it) to hash.
+    if not isinstance(key, _KEY_TYPES):
+        raise ForbiddenGlobal(f"a dict key or set item of type {type(key).__name__}: only plain values (text, "
+                              "numbers) are keys in a recording")
+
+
+def _key_of_setitem(stack: list) -> list:
+    return stack[-2:-1]  # (dict, key, value) end the stack
+
+
+def _keys_of_pairs(stack: list) -> list:
+    return stack[::2]  # SETITEMS, DICT: the stack holds the key/value pairs since the MARK
+
+
+def _items(stack: list) -> list:
+    return stack  # ADDITEMS, FROZENSET: the stack holds the items since the MARK
+
+
+def _hashing_plain_keys(load, keys):
+    """`load` (an opcode that hashes what it stores) once every key it would hash is plain."""
+    def checked(self):
+        for key in keys(self.stack):
+            _plain_key(key)
+        return load(self)
+    return checked
 
 
 def pickle_opcode_name(opcode: bytes) -> str:
@@ -254,6 +289,12 @@ def _container(kind):
             if not isinstance(args[0], (list, tuple, dict, set, frozenset)):
                 raise PickleBomb(f"{kind.__name__}() of a {type(args[0]).__name__}: only of containers")
             unpickler._charge(_OBJECT_BYTES * len(args[0]), kind.__name__)
+            if kind in (set, frozenset):
+                for item in args[0]:
+                    _plain_key(item)
+            elif kind is dict and not isinstance(args[0], dict):
+                for pair in args[0]:
+                    _plain_key(pair[0] if isinstance(pair, (tuple, list)) and pair else pair)
         return kind(*args)
     return build
 
