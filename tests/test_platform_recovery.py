@@ -69,7 +69,7 @@ def test_a_checkpoint_is_verified_against_the_manifests_of_every_rank(tmp_path):
     model.write_bytes(model.read_bytes()[:4096])  # a truncated upload
     assert verify(LOCAL, str(folder)) == ("file state/mp_rank_00_model_states.pt holds 4096 bytes, its manifest says "
                                           "5000 (truncated?)")
-    with pytest.raises(CheckpointDamaged, match=r"mp_rank_00_model_states.pt holds 4096 bytes"):
+    with pytest.raises(CheckpointDamaged, match=r"^physiofm: damaged checkpoint .*mp_rank_00_model_states.pt holds 4096"):
         verify_local(folder)
     flipped = write_checkpoint(tmp_path, 6)
     optim = flipped / "state" / "zero_pp_rank_1_mp_rank_00_optim_states.pt"
@@ -79,10 +79,13 @@ def test_a_checkpoint_is_verified_against_the_manifests_of_every_rank(tmp_path):
     assert "does not match its checksum" in verify(LOCAL, str(flipped))
     half = write_checkpoint(tmp_path, 8, ranks=(0,))  # rank 1 never finished writing
     assert verify(LOCAL, str(half)).startswith("incomplete: the manifest(s) of rank(s) [1] of 2 are missing")
-    legacy = tmp_path / "step_00000010"
-    legacy.mkdir()
+    legacy = tmp_path / "step_00000010"  # an earlier version's: no manifests
+    (legacy / "state").mkdir(parents=True)
     (legacy / "metrics.json").write_text("{}")
+    assert verify(LOCAL, str(legacy)) == "incomplete: it holds no DeepSpeed model states"
+    (legacy / "state" / "mp_rank_00_model_states.pt").write_bytes(b"x" * 100)
     assert verify(LOCAL, str(legacy)) == "unverified"
+    assert verify(LOCAL, str(legacy), manifests_expected=True).startswith("incomplete: no manifest of any rank")
 
 
 def test_a_resume_skips_a_damaged_newest_checkpoint_and_keeps_rays_snapshot_consistent(tmp_path):

@@ -37,6 +37,9 @@ SET_ASIDE = "set_aside"
 _CHUNK = 8 << 20
 
 
+DAMAGED = "physiofm: damaged checkpoint"  # begins CheckpointDamaged's message, found in Ray's error text
+
+
 class CheckpointDamaged(RuntimeError):
     """A checkpoint that does not match its manifests; the message names the file."""
 
@@ -67,15 +70,21 @@ def _sha256(handle) -> str:
     return digest.hexdigest()
 
 
-def verify(fs, path: str) -> str:
+def verify(fs, path: str, manifests_expected: bool = False) -> str:
     """'' when the checkpoint at `path` (on fsspec filesystem `fs`) matches its manifests, else why
-    not, naming the file; 'unverified' for a checkpoint without manifests (an older version's)."""
+    not, naming the file. A checkpoint without manifests is 'unverified' (an earlier version's), or
+    incomplete when `manifests_expected` (the run's other checkpoints have them) or when it lacks
+    DeepSpeed's model states."""
     try:
         names = {posixpath.relpath(p, path): info for p, info in fs.find(path, detail=True).items()}
     except (OSError, ValueError) as error:
         return f"cannot be listed: {error}"
     manifests = sorted(n for n in names if MANIFEST_FILE.match(posixpath.basename(n)) and "/" not in n)
     if not manifests:
+        if manifests_expected:
+            return "incomplete: no manifest of any rank (its upload was cut short)"
+        if not any(n.endswith("model_states.pt") for n in names):
+            return "incomplete: it holds no DeepSpeed model states"
         return "unverified"
     try:
         parsed = [json.loads(fs.cat_file(posixpath.join(path, n))) for n in manifests]
@@ -107,7 +116,7 @@ def verify_local(directory: str | Path) -> None:
 
     why = verify(fsspec.filesystem("file"), str(Path(directory).resolve()))
     if why and why != "unverified":
-        raise CheckpointDamaged(f"checkpoint {directory}: {why}")
+        raise CheckpointDamaged(f"{DAMAGED} {directory}: {why}")
 
 
 @dataclass
@@ -134,6 +143,7 @@ def recover_run(fs, run_path: str, log: Callable[[str], None] = print) -> Recove
         log(f"the run snapshot {snapshot_path} is missing or unreadable: rebuilt from the {len(present)} "
             "checkpoint(s) present")
     changed = recovery.rebuilt_snapshot
+    with_manifests = any(fs.exists(posixpath.join(run_path, name, MANIFEST_NAME.format(rank=0))) for name in present)
     for result in list(snapshot["checkpoint_results"]):  # Ray refuses a snapshot naming what is gone
         name = result["checkpoint_dir_name"]
         if name not in present and name != (snapshot.get("latest_checkpoint_result") or {}).get("checkpoint_dir_name"):
@@ -145,7 +155,8 @@ def recover_run(fs, run_path: str, log: Callable[[str], None] = print) -> Recove
         if not latest:
             break
         name = latest["checkpoint_dir_name"]
-        why = verify(fs, posixpath.join(run_path, name)) if name in present else "missing from the run's storage"
+        why = (verify(fs, posixpath.join(run_path, name), with_manifests) if name in present
+               else "missing from the run's storage")
         if why in ("", "unverified"):
             recovery.resume_from, recovery.unverified = name, why == "unverified"
             if recovery.unverified:

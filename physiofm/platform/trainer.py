@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from physiofm.data import storage
-from physiofm.platform.checkpoints import CHECKPOINT_DIR, recover_run
+from physiofm.platform.checkpoints import CHECKPOINT_DIR, DAMAGED, recover_run
 from physiofm.platform.commands import next_commands, relative, render_next
 from physiofm.platform.config import ConfigError, TrainConfig
 from physiofm.platform.console import say
@@ -299,22 +299,35 @@ def pretrain(cfg: TrainConfig, *, address: str | None = None, log: Log = say) ->
         resources["GPU"] = cfg.scaling.gpus_per_worker
     from physiofm.platform.console import train_logging_config
 
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config=loop_config,
-        dataset_config=ingest_config(),
-        scaling_config=ray.train.ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
-                                               resources_per_worker=resources),
-        run_config=ray.train.RunConfig(
-            name=cfg.run.name, storage_path=storage_path, storage_filesystem=storage_fs,
-            failure_config=ray.train.FailureConfig(max_failures=cfg.run.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.run.keep_checkpoints),
-            logging_config=train_logging_config()),
-        datasets=datasets,
-    )
+    def new_trainer():  # a second one resumes the same run (Ray's snapshot) after a recovery
+        return TorchTrainer(
+            train_loop_per_worker,
+            train_loop_config=loop_config,
+            dataset_config=ingest_config(),
+            scaling_config=ray.train.ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
+                                                   resources_per_worker=resources),
+            run_config=ray.train.RunConfig(
+                name=cfg.run.name, storage_path=storage_path, storage_filesystem=storage_fs,
+                failure_config=ray.train.FailureConfig(max_failures=cfg.run.max_failures),
+                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.run.keep_checkpoints),
+                logging_config=train_logging_config()),
+            datasets=datasets,
+        )
+
+    trainer = new_trainer()
     log(f"training {cfg.method.name} on {info['counts']['windows']} windows with {cfg.scaling.num_workers} workers, "
         f"ZeRO-{cfg.run.zero_stage}, up to global_step={cfg.run.max_steps}")
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except Exception as error:  # noqa: BLE001 - only a damaged checkpoint is handled here
+        if DAMAGED not in str(error):
+            raise
+        # A checkpoint damaged after it was verified (every restore attempt failed on it): skip it
+        # as at a start, then run again, once, from the newest complete one.
+        log("training stopped: a checkpoint it restored is damaged; resuming from the newest complete one")
+        fs, run_path = storage.fsspec_filesystem(run_uri)
+        recover_run(fs, run_path, log)
+        result = new_trainer().fit()
     metrics = result.metrics or {}
     checkpoint_path = result.checkpoint.path if result.checkpoint else ""
     checkpoint_uri = storage.to_uri(cfg.run.storage, checkpoint_path) if checkpoint_path else ""
