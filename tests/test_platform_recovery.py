@@ -136,30 +136,40 @@ def test_scratch_folders_are_private_to_the_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_run_whose_newest_checkpoint_is_truncated_resumes_from_the_one_before(ray_local, tmp_path):
-    from physiofm.data.pipeline import prepare_corpus
-    from physiofm.data.synthetic import write_ptbxl
+def test_a_run_whose_newest_checkpoints_are_truncated_resumes_from_the_one_before_and_finishes(ecg_corpus, tmp_path):
+    """Step 6 truncated while the run is stopped (found at the start), step 4 truncated after that
+    check (found when Ray restores it): the run resumes from step 2 and finishes."""
     from physiofm.platform.config import TrainConfig
     from physiofm.platform.trainer import pretrain
 
-    write_ptbxl(tmp_path / "raw", n_records=8, seed=5)
-    prepare_corpus([str(tmp_path / "raw")], str(tmp_path / "windows"), preset="ecg", progress=lambda line: None)
     config = {
         "method": {"name": "masked_reconstruction", "modality": "ecg", "encoder": {"n_layer": 1, "dim_feedforward": 64}},
-        "data": {"corpus": str(tmp_path / "windows"), "batch_size": 2},
-        "run": {"name": "truncated", "storage": str(tmp_path / "runs"), "max_steps": 4, "checkpoint_every": 2,
-                "zero_stage": 0, "log_every": 2},
+        "data": {"corpus": ecg_corpus, "batch_size": 2},
+        "run": {"name": "truncated", "storage": str(tmp_path / "runs"), "max_steps": 6, "checkpoint_every": 2,
+                "zero_stage": 0, "log_every": 2, "keep_checkpoints": 3, "max_failures": 0},
         "scaling": {"num_workers": 1}}
-    first = pretrain(TrainConfig.from_dict(config), log=lambda line: None)
-    assert first.global_step == 4
+    assert pretrain(TrainConfig.from_dict(config), log=lambda line: None).global_step == 6
     run = tmp_path / "runs" / "truncated"
-    model = run / "step_00000004" / "state" / "mp_rank_00_model_states.pt"
-    model.write_bytes(model.read_bytes()[:4096])
+
+    def truncate(step: int) -> None:
+        model = run / f"step_{step:08d}" / "state" / "mp_rank_00_model_states.pt"
+        model.write_bytes(model.read_bytes()[:4096])
+
+    truncate(6)
     lines: list[str] = []
-    config["run"]["max_steps"] = 6
-    second = pretrain(TrainConfig.from_dict(config), log=lines.append)
+
+    def log(line: str) -> None:
+        lines.append(line)
+        if line.startswith("training masked_reconstruction"):  # verified, not yet restored by Ray
+            truncate(4)
+
+    second = pretrain(TrainConfig.from_dict(config), log=log)
     assert second.start_step == 2 and second.global_step == 6 and second.resumed_from.endswith("step_00000002")
-    assert any(line.startswith("checkpoint step_00000004 skipped: file state/mp_rank_00_model_states.pt holds "
-                               "4096 bytes") for line in lines), lines
-    assert (run / "set_aside" / "step_00000004").is_dir()
+    def found(step: int) -> int:
+        return next(k for k, line in enumerate(lines) if line.startswith(
+            f"checkpoint step_{step:08d} skipped: file state/mp_rank_00_model_states.pt holds 4096 bytes"))
+
+    stopped = lines.index("training stopped: a checkpoint it restored is damaged; resuming from the newest complete one")
+    assert found(6) < stopped < found(4), lines  # step 6 at the start, step 4 after Ray's restore failed
+    assert sorted(p.name for p in (run / "set_aside").iterdir()) == ["step_00000004", "step_00000006"]
     assert verify(LOCAL, str(run / "step_00000006")) == ""
