@@ -29,6 +29,7 @@ from tests.conftest import REPO_ROOT
 
 EEG_SHORT = {"min_duration_s": 0, "trim_s": 0, "window_s": 10}
 MIB = 2**20
+# Bounds on decoding work are in this process's CPU time (a wall clock on a shared host measures the host).
 
 
 def process(path, preset="cbramod-eeg", budget: FileBudget | None = None, guard=None, **options):
@@ -354,9 +355,9 @@ def test_a_key_that_takes_exponential_time_to_hash_is_refused_before_it_is_hashe
             "FROZENSET": b"\x80\x04(" + k + b"\x91.", "frozenset()": pickle.dumps(_Call(frozenset, ([key],)), protocol=2),
             "dict()": pickle.dumps(_Call(dict, ([(key, 1)],)), protocol=2)}
     for opcode, raw in raws.items():
-        started = time.perf_counter()
+        started = time.process_time()
         with pytest.raises(ForbiddenGlobal, match="of type tuple: only plain values"):
             restricted_loads(raw)
-        assert time.perf_counter() - started < 1, opcode
+        assert time.process_time() - started < 1, opcode
     assert restricted_loads(pickle.dumps({"labels": 1, 2: {3.0, "a"}}, protocol=0)) == {"labels": 1, 2: {3.0, "a"}}
     assert restricted_loads(b"\x80\x02}(" + labels + one + b"X\x01\x00\x00\x00a" + one + b"u.") == {"labels": 1, "a": 1}

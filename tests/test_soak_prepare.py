@@ -58,6 +58,10 @@ def map_workers(ray_local) -> list:
             if "MapBatches(_FileWorker)" in " ".join(p.cmdline())]
 
 
+def commits(output: Path) -> int:
+    return len(list((output / "_progress").glob("2*.parquet")))
+
+
 def start(corpus: Path, output: Path, env: dict) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", DRIVER, str(corpus), str(output)], cwd=REPO_ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -78,30 +82,41 @@ def test_a_run_killed_twenty_times_ends_with_the_windows_of_an_uninterrupted_run
     started = time.perf_counter()
     proc = start(corpus, output, env)
     while len(kills) < KILLS:
-        time.sleep(rng.uniform(1.0, 6.0))
+        # A random point of the run: mostly once it has committed more since the last kill (a start
+        # on a loaded machine outlasts any fixed delay: kills on a clock all land before a commit),
+        # sometimes wherever it is, starting or resuming.
+        before = commits(output)
+        deadline = time.time() + 600
+        if rng.random() < 0.75:
+            while commits(output) == before and proc.poll() is None and time.time() < deadline:
+                time.sleep(0.2)
+        time.sleep(rng.uniform(0.0, 3.0))
         if proc.poll() is not None:  # it finished before the next kill: go again from scratch
             proc = start(corpus, output, env) if len(kills) < KILLS else proc
             continue
-        commits = len(list((output / "_progress").glob("2*.parquet")))
+        done = commits(output)
         victims = map_workers(ray_local)
         if rng.random() < 0.5 or not victims:
             proc.send_signal(signal.SIGKILL)
             proc.wait(60)
-            kills.append({"kind": "driver", "commits_before": commits, "at_s": round(time.perf_counter() - started, 1)})
+            kills.append({"kind": "driver", "commits_before": done, "at_s": round(time.perf_counter() - started, 1)})
             proc = start(corpus, output, env)  # the resume: the same command again
         else:
             rng.choice(victims).send_signal(signal.SIGKILL)
-            kills.append({"kind": "worker", "commits_before": commits, "at_s": round(time.perf_counter() - started, 1)})
+            kills.append({"kind": "worker", "commits_before": done, "at_s": round(time.perf_counter() - started, 1)})
     final = json.loads(proc.communicate(timeout=1200)[0])
     killed_s = time.perf_counter() - started
 
     figures = {"kills": len(kills), "driver_kills": sum(k["kind"] == "driver" for k in kills),
                "worker_kills": sum(k["kind"] == "worker" for k in kills), "uninterrupted_s": round(uninterrupted_s, 1),
                "killed_and_resumed_s": round(killed_s, 1), "files": final["files"], "windows": final["windows"],
-               "kill_log": kills}
+               "commits": commits(output), "kill_log": kills}
+    # killed inside the run (after its first commit, before its last), not only at its starts
+    figures["kills_inside_the_run"] = sum(0 < k["commits_before"] < figures["commits"] for k in kills)
     print(json.dumps(figures, indent=1))
     if os.environ.get("PHYSIOFM_SOAK_REPORT"):
         Path(os.environ["PHYSIOFM_SOAK_REPORT"]).write_text(json.dumps(figures, indent=1))
+    assert figures["kills_inside_the_run"] >= KILLS // 2, kills
     assert (final["files"], final["ok"], final["rejected"], final["windows"]) == (
         expected["files"], expected["ok"], expected["rejected"], expected["windows"])
     assert_same_windows(rows_by_key(read_windows(str(output)), str(corpus)),
