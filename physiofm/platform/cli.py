@@ -243,5 +243,6 @@ def explain(err: Exception, parser: JobParser, args: argparse.Namespace, config_
 def _disconnect() -> None:
     import ray
 
-    if ray.is_initialized():
+    # a job run inside a Ray actor (a sweep's trial) keeps its process's connection: it is the actor's
+    if ray.is_initialized() and ray.get_runtime_context().get_actor_id() is None:
         ray.shutdown()

@@ -298,6 +298,7 @@ def pretrain(cfg: TrainConfig, *, address: str | None = None, log: Log = say) ->
     if cfg.scaling.use_gpu:
         resources["GPU"] = cfg.scaling.gpus_per_worker
     from physiofm.platform.console import train_logging_config
+    from physiofm.platform.sweep_trial import tune_callbacks  # reports reach Tune when a sweep's trial pretrains
 
     def new_trainer():  # a second one resumes the same run (Ray's snapshot) after a recovery
         return TorchTrainer(
@@ -310,7 +311,7 @@ def pretrain(cfg: TrainConfig, *, address: str | None = None, log: Log = say) ->
                 name=cfg.run.name, storage_path=storage_path, storage_filesystem=storage_fs,
                 failure_config=ray.train.FailureConfig(max_failures=cfg.run.max_failures),
                 checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.run.keep_checkpoints),
-                logging_config=train_logging_config()),
+                logging_config=train_logging_config(), callbacks=tune_callbacks(cfg)),
             datasets=datasets,
         )
 
