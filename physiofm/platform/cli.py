@@ -115,11 +115,35 @@ def build_parser(description: str, defaults: Mapping[str, Any] | None = None,
     config_flag(scaling, "--cpus-per-worker", key="scaling.cpus_per_worker", type=float,
                 help="CPUs per worker, as many torch threads (a fraction rounds up); 0 = auto: 1, or less "
                      "where that would leave no CPU for Ray Data")
+    config_flag(scaling, "--gpus-per-worker", key="scaling.gpus_per_worker", type=float,
+                help="GPUs per worker with --use-gpu (a fraction shares a GPU)")
+    config_flag(scaling, "--resource", key="scaling.resources_per_worker", action=ResourceAction,
+                metavar="NAME=AMOUNT", help="a named accelerator or custom resource each worker asks for (e.g. "
+                "TPU=4, or a node label resource), repeatable")
+    config_flag(scaling, "--memory-per-worker", key="scaling.memory_per_worker_gib", type=float, metavar="GIB",
+                help="memory each worker reserves, in GiB (Ray's memory resource; 0 = none reserved)")
+    config_flag(scaling, "--scale-up-timeout", key="scaling.scale_up_timeout_s", type=float, metavar="SECONDS",
+                help="how long to wait for an autoscaler to add the workers' nodes before failing; a request no "
+                     "node type can meet fails at once")
     parser.add_argument("--config", help="YAML file with sections method, data, optim, scaling, run; flags "
                                          "override it (default: none)")
     parser.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, as set by `ray job "
                                           "submit`, else a new local Ray)")
     return parser
+
+
+class ResourceAction(argparse.Action):
+    """NAME=AMOUNT, repeatable, into one mapping."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        name, sep, amount = value.partition("=")
+        try:
+            number = float(amount) if sep else 1.0
+        except ValueError:
+            parser.error(f"{option_string} {value}: AMOUNT must be a number (NAME=AMOUNT, e.g. TPU=4)")
+        if not name.strip():
+            parser.error(f"{option_string} {value}: give NAME=AMOUNT (e.g. TPU=4)")
+        setattr(namespace, self.dest, {**(getattr(namespace, self.dest) or {}), name.strip(): number})
 
 
 def state_defaults(parser: JobParser) -> None:
@@ -148,7 +172,7 @@ def show(value: Any) -> str:
         return f"{value:g}"
     if value is None:
         return "unset"
-    if value == "":
+    if value == "" or value == {}:
         return "none"
     return str(value)
 

@@ -118,12 +118,23 @@ class ScalingConfig:
     use_gpu: bool = False
     cpus_per_worker: float = 0.0  # 0 = auto: 1, or less where that would leave no CPU for Ray Data
     gpus_per_worker: float = 1.0  # used when use_gpu
-    resources_per_worker: dict[str, float] = field(default_factory=dict)  # extra custom resources
+    resources_per_worker: dict[str, float] = field(default_factory=dict)  # named accelerators, custom resources
+    memory_per_worker_gib: float = 0.0  # Ray's `memory` resource per worker; 0 = none asked
+    scale_up_timeout_s: float = 600.0  # how long a job waits for the autoscaler to add its workers' nodes
 
     def validate(self) -> None:
         _positive("scaling.num_workers", self.num_workers)
         _non_negative("scaling.cpus_per_worker", self.cpus_per_worker)
         _positive("scaling.gpus_per_worker", self.gpus_per_worker)
+        _non_negative("scaling.memory_per_worker_gib", self.memory_per_worker_gib)
+        _positive("scaling.scale_up_timeout_s", self.scale_up_timeout_s)
+        own = {"CPU": "scaling.cpus_per_worker", "GPU": "scaling.use_gpu / scaling.gpus_per_worker",
+               "memory": "scaling.memory_per_worker_gib"}
+        for name, amount in self.resources_per_worker.items():
+            if name in own:
+                raise ConfigError(f"scaling.resources_per_worker: {name!r} is set by {own[name]}, not as a named resource")
+            if not isinstance(amount, (int, float)) or isinstance(amount, bool) or amount <= 0:
+                raise ConfigError(f"scaling.resources_per_worker: {name}={amount!r} must be a positive number")
 
 
 @dataclass

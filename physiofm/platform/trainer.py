@@ -15,6 +15,7 @@ from typing import Callable
 
 from physiofm.data import storage
 from physiofm.platform.checkpoints import CHECKPOINT_DIR, DAMAGED, recover_run
+from physiofm.platform.cluster import check_workers_fit, wait_for_workers, worker_bundle
 from physiofm.platform.commands import next_commands, relative, render_next
 from physiofm.platform.config import ConfigError, TrainConfig
 from physiofm.platform.console import say
@@ -114,8 +115,10 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def resolve_corpus(cfg: TrainConfig, log: Log = say, address: str | None = None) -> tuple[str, dict]:
-    """(prepared corpus URI, its info); a raw corpus is prepared first through the data pipeline."""
+def resolve_corpus(cfg: TrainConfig, log: Log = say, address: str | None = None,
+                   connect: Callable[[], None] | None = None) -> tuple[str, dict]:
+    """(prepared corpus URI, its info); a raw corpus is prepared first through the data pipeline
+    (`connect` joins the cluster once there is work for it)."""
     from physiofm.data.loader import corpus_info
 
     uri = cfg.data.corpus
@@ -140,7 +143,7 @@ def resolve_corpus(cfg: TrainConfig, log: Log = say, address: str | None = None)
     preset = cfg.data.preset or cfg.method.default_preset
     log(f"{uri} holds raw recordings: preparing windows with preset '{preset}' into {prepared}")
     # our Ray (before the pipeline would start one without worker logs), once there is work for it
-    prepare_corpus([uri], prepared, preset=preset, progress=log, connect=lambda: connect_ray(address, log))
+    prepare_corpus([uri], prepared, preset=preset, progress=log, connect=connect or (lambda: connect_ray(address, log)))
     try:
         return prepared, corpus_info(prepared)
     except ValueError as err:
@@ -185,6 +188,19 @@ def worker_cpus(cfg: TrainConfig, log: Log = say) -> float:
     share = max(0.25, round((total - DATA_CPUS) / workers, 2))
     log(f"{workers} workers on {total:g} CPUs: {share:g} CPU per worker, leaving room for Ray Data")
     return share
+
+
+def check_workers(cfg: TrainConfig, log: Log = say) -> dict:
+    """{"cpus", "bundle"} of one training worker, after refusing a request the cluster (its nodes and
+    its autoscaler's node types) can never meet."""
+    cpus = worker_cpus(cfg, log)
+    scaling = cfg.scaling
+    bundle = worker_bundle(cpus, scaling.use_gpu, scaling.gpus_per_worker, scaling.resources_per_worker,
+                           scaling.memory_per_worker_gib)
+    key = ("scaling.use_gpu" if scaling.use_gpu else "scaling.resources_per_worker" if scaling.resources_per_worker
+           else "scaling.memory_per_worker_gib" if scaling.memory_per_worker_gib else "scaling.num_workers")
+    check_workers_fit(scaling.num_workers, bundle, key=key)
+    return {"cpus": cpus, "bundle": bundle}
 
 
 def worker_threads(cpus: float) -> int:
@@ -233,8 +249,17 @@ def pretrain(cfg: TrainConfig, *, address: str | None = None, log: Log = say) ->
     if cfg.scaling.cpus_per_worker > 0:  # an explicit CPU request is checked against the cluster first
         connect_ray(address, log)
         worker_cpus(cfg, log)
-    corpus, info = resolve_corpus(cfg, log, address)
+    checked: dict = {}
+
+    def join_cluster() -> None:
+        """Join (or start) the cluster and refuse, within seconds, workers it can never hold."""
+        connect_ray(address, log)
+        if not checked:
+            checked.update(check_workers(cfg, log))
+
+    corpus, info = resolve_corpus(cfg, log, address, connect=join_cluster)
     check_corpus(cfg, corpus, info)
+    join_cluster()
     if getattr(cfg.method, "init_from", ""):
         from physiofm.platform.methods import read_initial_weights
 
@@ -255,7 +280,6 @@ def pretrain(cfg: TrainConfig, *, address: str | None = None, log: Log = say) ->
         if recovery.resume_from:
             log(f"run '{cfg.run.name}' has checkpoints in {run_uri}: resuming from {recovery.resume_from}")
     write_record(cfg, run_uri)
-    connect_ray(address, log)
 
     from physiofm.data.loader import training_dataset
 
@@ -291,12 +315,10 @@ def pretrain(cfg: TrainConfig, *, address: str | None = None, log: Log = say) ->
     loop_config[TENSORBOARD_KEY] = tensorboard_dir
     loop_config[TENSORBOARD_SYNC_KEY] = tensorboard_uri if tensorboard_uri != tensorboard_dir else ""
 
-    cpus = worker_cpus(cfg, log)
+    cpus, resources = checked["cpus"], checked["bundle"]
     loop_config[THREADS_KEY] = worker_threads(cpus)
     log(f"{cfg.scaling.num_workers} worker(s) x {cpus:g} CPU(s), {worker_threads(cpus)} torch thread(s) each")
-    resources = {"CPU": cpus, **cfg.scaling.resources_per_worker}
-    if cfg.scaling.use_gpu:
-        resources["GPU"] = cfg.scaling.gpus_per_worker
+    wait_for_workers(cfg.scaling.num_workers, resources, timeout_s=cfg.scaling.scale_up_timeout_s, log=log)
     from physiofm.platform.console import train_logging_config
     from physiofm.platform.sweep_trial import tune_callbacks  # reports reach Tune when a sweep's trial pretrains
 
