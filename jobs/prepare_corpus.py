@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from physiofm.data.output import OutputBusy
     from physiofm.data.pipeline import OutputStorageError
+    from physiofm.platform.cluster import reachable_cpus
     from physiofm.platform.trainer import connect_ray
 
     try:
@@ -109,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
             inputs, output, preset=preset, fmt=args.format, overwrite=args.overwrite,
             preset_options=dict(args.preset_arg), files_per_commit=args.files_per_commit, shard_mb=args.shard_mb,
             budget=dict(args.budget), worker_memory_mib=args.worker_memory_mib, storage_options=options,
-            progress=say, connect=lambda: connect_ray(args.address, say, dashboard=args.dashboard))
+            progress=say, connect=lambda: connect_ray(args.address, say, dashboard=args.dashboard),
+            plan_cpus=reachable_cpus)
     except (ValueError, OutputBusy, OutputStorageError) as error:  # a refused output, a busy one, a full disk
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -7,6 +7,7 @@ nothing is written to ~/.ray. Stopped through its own process group, never `ray 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -33,8 +34,15 @@ def free_ports(count: int) -> list[int]:
 
 
 class RayHead:
-    def __init__(self, log_dir: Path, num_cpus: int = 2, start_timeout_s: float = 180.0):
+    """`launcher_command`: a cluster launcher's head start command (`ray start --head ...` behind its
+    environment) run by bash, as the launcher runs it, with this head's ports, temp dir and `--block`;
+    the token is then one `ray get-auth-token --generate` wrote into a home folder of the head's own
+    (`self.home`), which its `env` (and so `submit`) uses too, never the user's ~/.ray."""
+
+    def __init__(self, log_dir: Path, num_cpus: int = 2, start_timeout_s: float = 180.0,
+                 launcher_command: str | None = None):
         self.log_dir = Path(log_dir)
+        self.launcher_command = launcher_command
         self.num_cpus = num_cpus
         self.start_timeout_s = start_timeout_s
         # Every service on a free port: the tests' own local Ray already holds the defaults
@@ -48,6 +56,12 @@ class RayHead:
         self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
         for name in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS"):  # those of the tests' own cluster
             self.env.pop(name, None)
+        self.home = ""
+        if launcher_command:
+            self.home = os.path.join(self.temp_dir, "home")
+            os.makedirs(self.home)
+            self.env.pop("RAY_AUTH_TOKEN")
+            self.env.update(HOME=self.home)
         self.process: subprocess.Popen | None = None
 
     @property
@@ -56,13 +70,19 @@ class RayHead:
 
     def __enter__(self) -> "RayHead":
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        own = [f"--dashboard-port={self.dashboard_port}", "--include-dashboard=true", f"--num-cpus={self.num_cpus}",
+               f"--temp-dir={self.temp_dir}", *(f"--{name}={port}" for name, port in self.service_ports.items())]
+        if self.launcher_command:
+            subprocess.run(["ray", "get-auth-token", "--generate"], env=self.env, check=True, capture_output=True)
+            command = re.sub(r"--port=\d+", f"--port={self.port}", self.launcher_command)
+            command = re.sub(r"--autoscaling-config=\S+", "", command)  # the launcher's file on a real head
+            argv = ["bash", "-c", f"{command} --block {' '.join(own)}"]
+        else:
+            argv = ["ray", "start", "--head", "--block", f"--port={self.port}", "--dashboard-host=127.0.0.1",
+                    "--disable-usage-stats", *own]
         with open(self.log_dir / "ray-start.log", "wb") as log:
-            self.process = subprocess.Popen(
-                ["ray", "start", "--head", "--block", f"--port={self.port}",
-                 f"--dashboard-port={self.dashboard_port}", "--dashboard-host=127.0.0.1",
-                 "--include-dashboard=true", f"--num-cpus={self.num_cpus}", f"--temp-dir={self.temp_dir}",
-                 "--disable-usage-stats", *(f"--{name}={port}" for name, port in self.service_ports.items())],
-                env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = subprocess.Popen(argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
         deadline = time.monotonic() + self.start_timeout_s
         while True:  # ready once the job agent answers (the dashboard alone comes up earlier)
             probe = subprocess.run(["ray", "job", "list", "--address", self.dashboard_url], env=self.env,

@@ -257,7 +257,8 @@ def prepare_corpus(inputs: list[str], output: str, preset: str | Preset = "cbram
                    budget: FileBudget | dict[str, Any] | None = None, worker_memory_mib: float | None = None,
                    progress: Callable[[str], None] | None = None,
                    on_commit: Callable[[dict], None] | None = None,
-                   connect: Callable[[], None] | None = None) -> dict[str, Any]:
+                   connect: Callable[[], None] | None = None,
+                   plan_cpus: Callable[[], float] | None = None) -> dict[str, Any]:
     """Prepare `inputs` into windows under `output` (see `corpus.py` for the layout); returns the
     summary (files ok/rejected, windows, hours of signal, throughput, fixed costs apart).
 
@@ -265,7 +266,8 @@ def prepare_corpus(inputs: list[str], output: str, preset: str | Preset = "cbram
     cluster, or `connect()` when given, or starts a local one (without the dashboard unless
     `dashboard=True`), and only when a recording is left to do.
 
-    One streaming execution: a pool of workers, one per `num_cpus` of the cluster, each importing
+    One streaming execution: a pool of workers, one per `num_cpus` of the cluster (or of the CPUs
+    `plan_cpus()` gives once Ray is up: what an autoscaler can add, so that it adds them), each importing
     the readers once, takes tasks of about `task_mb` MiB of input (at most `files_per_task` files,
     at least four tasks per worker) and writes their windows into its own shards of about
     `shard_mb`; the driver commits the manifest rows as tasks finish, every `files_per_commit`
@@ -300,7 +302,7 @@ def prepare_corpus(inputs: list[str], output: str, preset: str | Preset = "cbram
                         files_per_task=files_per_task, task_mb=task_mb, shard_mb=shard_mb, num_cpus=num_cpus,
                         task_retries=task_retries, options=options, retry_policy=retry_policy, dashboard=dashboard,
                         budget=budget, worker_memory_mib=worker_memory_mib, progress=progress, on_commit=on_commit,
-                        listed=listed, connect=connect)
+                        listed=listed, connect=connect, plan_cpus=plan_cpus)
     finally:
         lock.release()
 
@@ -308,7 +310,7 @@ def prepare_corpus(inputs: list[str], output: str, preset: str | Preset = "cbram
 def _prepare(inputs: list[str], layout: CorpusLayout, preset: Preset, fmt: str, overwrite: bool, *,
              files_per_commit, files_per_task, task_mb, shard_mb, num_cpus, task_retries, options, retry_policy,
              dashboard, budget: FileBudget, worker_memory_mib, progress, on_commit, listed,
-             connect) -> dict[str, Any]:
+             connect, plan_cpus=None) -> dict[str, Any]:
     import ray
 
     started = time.perf_counter()
@@ -349,6 +351,7 @@ def _prepare(inputs: list[str], layout: CorpusLayout, preset: Preset, fmt: str, 
     ray_start_s = time.perf_counter() - ray_started
     resources = ray.cluster_resources()
     cpus = float(resources.get("CPU", 1.0))
+    pool_cpus = (plan_cpus() if plan_cpus else 0.0) or cpus  # an autoscaling cluster plans for more CPUs
     files_per_commit = int(files_per_commit or max(128, 16 * cpus))
     memory_bytes = int(worker_memory_mib * MIB) if worker_memory_mib else max(
         1 << 30, int(float(resources.get("memory", 0.0)) * num_cpus / max(cpus, 1.0)))
@@ -357,7 +360,7 @@ def _prepare(inputs: list[str], layout: CorpusLayout, preset: Preset, fmt: str, 
 
     counts = {"ok": 0, "rejected": 0, "windows": 0, "bytes": 0, "files": 0}
     run = _Run(layout, preset, retry_policy, options, _expected_shapes(done_rows.values()),
-               pool=max(1, int(cpus // num_cpus)), num_cpus=num_cpus, task_retries=task_retries, shard_mb=shard_mb,
+               pool=max(1, int(pool_cpus // num_cpus)), num_cpus=num_cpus, task_retries=task_retries, shard_mb=shard_mb,
                files_per_commit=files_per_commit, files_per_task=files_per_task, task_mb=task_mb, say=say,
                on_commit=on_commit, counts=counts, total=len(todo), budget=budget, memory_bytes=memory_bytes)
     stream_started = time.time()

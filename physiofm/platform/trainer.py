@@ -15,7 +15,7 @@ from typing import Callable
 
 from physiofm.data import storage
 from physiofm.platform.checkpoints import CHECKPOINT_DIR, DAMAGED, recover_run
-from physiofm.platform.cluster import check_workers_fit, wait_for_workers, worker_bundle
+from physiofm.platform.cluster import check_workers_fit, reachable_cpus, wait_for_workers, worker_bundle
 from physiofm.platform.commands import next_commands, relative, render_next
 from physiofm.platform.config import ConfigError, TrainConfig
 from physiofm.platform.console import say
@@ -143,7 +143,8 @@ def resolve_corpus(cfg: TrainConfig, log: Log = say, address: str | None = None,
     preset = cfg.data.preset or cfg.method.default_preset
     log(f"{uri} holds raw recordings: preparing windows with preset '{preset}' into {prepared}")
     # our Ray (before the pipeline would start one without worker logs), once there is work for it
-    prepare_corpus([uri], prepared, preset=preset, progress=log, connect=connect or (lambda: connect_ray(address, log)))
+    prepare_corpus([uri], prepared, preset=preset, progress=log, connect=connect or (lambda: connect_ray(address, log)),
+                   plan_cpus=reachable_cpus)
     try:
         return prepared, corpus_info(prepared)
     except ValueError as err:
