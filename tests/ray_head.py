@@ -75,7 +75,7 @@ class RayHead:
         if self.launcher_command:
             subprocess.run(["ray", "get-auth-token", "--generate"], env=self.env, check=True, capture_output=True)
             command = re.sub(r"--port=\d+", f"--port={self.port}", self.launcher_command)
-            command = re.sub(r"--autoscaling-config=\S+", "", command)  # the launcher's file on a real head
+            command = command.replace("--autoscaling-config=~/ray_bootstrap_config.yaml", "")  # `ray up` writes it
             argv = ["bash", "-c", f"{command} --block {' '.join(own)}"]
         else:
             argv = ["ray", "start", "--head", "--block", f"--port={self.port}", "--dashboard-host=127.0.0.1",
@@ -124,3 +124,26 @@ class RayHead:
                 except subprocess.TimeoutExpired:
                     pass
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+    def token(self) -> str:
+        return self.env.get("RAY_AUTH_TOKEN") or (Path(self.home) / ".ray" / "auth_token").read_text().strip()
+
+    def active_node_types(self) -> dict[str, int]:
+        """`ray status`'s "Active:" section: node type -> nodes up ({} before the first report)."""
+        proc = subprocess.run(["ray", "status", f"--address=127.0.0.1:{self.port}"], env=self.env,
+                              capture_output=True, text=True, timeout=120)
+        section = proc.stdout.partition("Active:")[2].partition("Pending:")[0]
+        return {name: int(count) for count, name in re.findall(r"^\s*(\d+)\s+(\S+)\s*$", section, flags=re.M)}
+
+    def own_processes(self) -> list[str]:
+        """Command lines of the processes still running that belong to this head (its temp dir)."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    line = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                except OSError:
+                    continue
+                if self.temp_dir in line:
+                    found.append(line)
+        return found

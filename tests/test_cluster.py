@@ -112,3 +112,21 @@ def test_pretrain_use_gpu_on_a_cluster_without_gpus_exits_in_seconds(job_env):
     assert "training" not in proc.stdout and "Traceback" not in proc.stderr
     print(f"refused in {elapsed:.1f} s (process start and imports included)")
     assert elapsed < 60  # a Python start with torch imported, on a loaded 2-core machine: seconds
+
+
+@pytest.mark.slow
+def test_a_sweep_can_ask_the_autoscaler_for_its_workers_and_withdraw_it(ray_local):
+    """`request_workers` is `ray.autoscaler.sdk.request_resources`: the autoscaler (v1) reads the
+    request from the GCS key it is stored under; `release_request` empties it."""
+    import json
+
+    from ray._private.ray_constants import AUTOSCALER_RESOURCE_REQUEST_CHANNEL
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    from physiofm.platform.cluster import release_request, request_workers
+
+    request_workers(3, {"CPU": 1.0, "gpu_like": 1.0})
+    assert json.loads(_internal_kv_get(AUTOSCALER_RESOURCE_REQUEST_CHANNEL))["bundles"] == [
+        {"CPU": 1.0, "gpu_like": 1.0}] * 3
+    release_request()
+    assert json.loads(_internal_kv_get(AUTOSCALER_RESOURCE_REQUEST_CHANNEL))["bundles"] == []
