@@ -251,3 +251,30 @@ def test_trials_at_once_leave_room_for_their_pretraining_workers_and_follow_the_
     fusion.config.max_concurrent = 6  # more than fits: the autoscaler is asked for the rest
     assert concurrency(fusion, {"CPU": 64.0, "GPU": 4.0}, log=lines.append) == 6
     assert "6 trials at once asked" in lines[0] and "the cluster holds 4" in lines[0], lines
+
+
+def test_a_resumed_sweep_re_runs_a_trial_its_optuna_study_already_finished(tmp_path):
+    """The study (RDB) is written at once, Tune's state every few seconds: a trial told just before
+    the driver died runs again after the resume, and its reports must not stop the sweep."""
+    import optuna
+    from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
+
+    from physiofm.platform.optuna_resume import ResumableOptunaSearch
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    result = {"validation_kappa": 0.5, "training_iteration": 1}
+    for cls in (OptunaSearch, ResumableOptunaSearch):
+        name = cls.__name__
+        search = cls(space={"lr": tune.loguniform(1e-4, 1e-2)}, metric="validation_kappa", mode="max",
+                     sampler=optuna.samplers.TPESampler(seed=0), study_name=name,
+                     storage=optuna.storages.RDBStorage(url))
+        search.suggest("t1")
+        optuna.load_study(study_name=name, storage=url).tell(0, 0.5)  # told before the driver was killed
+        if cls is OptunaSearch:
+            with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+                search.on_trial_result("t1", result)
+            continue
+        search.on_trial_result("t1", result)
+        search.on_trial_complete("t1", result)
+    assert [t.value for t in optuna.load_study(study_name="ResumableOptunaSearch", storage=url).trials] == [0.5]

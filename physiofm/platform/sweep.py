@@ -316,8 +316,8 @@ def build_tuner(p: SweepPlan, data, max_concurrent: int, log: Log = print):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import BasicVariantGenerator
-    from ray.tune.search.optuna import OptunaSearch
 
+    from physiofm.platform.optuna_resume import ResumableOptunaSearch
     from physiofm.platform.sweep_trial import run_trial
 
     cfg, space = p.config, p.space
@@ -334,7 +334,8 @@ def build_tuner(p: SweepPlan, data, max_concurrent: int, log: Log = print):
     if cfg.search == "optuna":
         startup = min(10, max(3, cfg.num_samples // 3))
         sampler = optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=startup, constant_liar=True)
-        search = OptunaSearch(sampler=sampler, study_name=cfg.name, storage=optuna.storages.RDBStorage(p.study_url))
+        search = ResumableOptunaSearch(sampler=sampler, study_name=cfg.name,
+                                       storage=optuna.storages.RDBStorage(p.study_url))
         log(f"[tune] Optuna TPE (seed {cfg.seed}, {startup} random trials first), study '{cfg.name}' in {p.study_url}")
     else:
         search = BasicVariantGenerator(random_state=cfg.seed)
