@@ -87,6 +87,7 @@ def run_per_file(kind: str, items, scratch: Path) -> dict:
 
     preset = get_preset("cbramod-eeg" if kind == "eeg" else "ecg")
     preset.prepare()  # as a pipeline worker does at its start
+    import ray.data.block  # noqa: F401 - the shard writer's Arrow conversion: a worker has it imported before its first file
     count = 0
     with PeakRSS() as memory:
         started, cpu = time.perf_counter(), time.process_time()
