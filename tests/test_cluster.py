@@ -125,8 +125,7 @@ def test_a_sweep_can_ask_the_autoscaler_for_its_workers_and_withdraw_it(ray_loca
 
     from physiofm.platform.cluster import release_request, request_workers
 
-    request_workers(3, {"CPU": 1.0, "gpu_like": 1.0})
-    assert json.loads(_internal_kv_get(AUTOSCALER_RESOURCE_REQUEST_CHANNEL))["bundles"] == [
-        {"CPU": 1.0, "gpu_like": 1.0}] * 3
+    request_workers(3, {"CPU": 1.0, "gpu_like": 1.0})  # v1 stores the bundles as a JSON list
+    assert json.loads(_internal_kv_get(AUTOSCALER_RESOURCE_REQUEST_CHANNEL)) == [{"CPU": 1.0, "gpu_like": 1.0}] * 3
     release_request()
-    assert json.loads(_internal_kv_get(AUTOSCALER_RESOURCE_REQUEST_CHANNEL))["bundles"] == []
+    assert json.loads(_internal_kv_get(AUTOSCALER_RESOURCE_REQUEST_CHANNEL)) == []

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -106,10 +107,15 @@ def embed_corpus(cfg: EmbedConfig, log=print) -> dict:
     cpus = float(ray.cluster_resources().get("CPU", 1.0))
     # An actor pool that holds every CPU starves the read tasks: keep a CPU free for them.
     actor_cpus = 1.0 if cpus - cfg.actors >= 1 else max(0.25, (cpus - 1) / cfg.actors)
-    embedded = dataset.map_batches(
-        EncoderActor, fn_constructor_kwargs={"weights": weights, "pooling": cfg.pooling, "use_gpu": cfg.use_gpu},
-        batch_size=cfg.batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=cfg.actors),
-        num_cpus=actor_cpus, num_gpus=1 if cfg.use_gpu else 0)
+    with warnings.catch_warnings():
+        # Not restarted: Ray Data ships an actor's constructor through the object store, and Ray logs an
+        # error for every restartable actor built that way. A dead actor ends the job, whose re-run
+        # embeds every window again into the same output (replaced, not appended to).
+        warnings.simplefilter("ignore", DeprecationWarning)  # max_restarts: only the remote-args route
+        embedded = dataset.map_batches(
+            EncoderActor, fn_constructor_kwargs={"weights": weights, "pooling": cfg.pooling, "use_gpu": cfg.use_gpu},
+            batch_size=cfg.batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=cfg.actors),
+            num_cpus=actor_cpus, num_gpus=1 if cfg.use_gpu else 0, max_restarts=0)
     out_fs, out_path = storage.pyarrow_filesystem(storage.join(cfg.output, "embeddings"))
     embedded.write_parquet(out_path, filesystem=out_fs, mode=_save_mode(cfg.output))
     rows = info["counts"]["windows"]

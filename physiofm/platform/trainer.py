@@ -260,6 +260,10 @@ def pretrain(cfg: TrainConfig, *, address: str | None = None, log: Log = say) ->
 
     corpus, info = resolve_corpus(cfg, log, address, connect=join_cluster)
     check_corpus(cfg, corpus, info)
+    run_uri = storage.join(cfg.run.storage, cfg.run.name)
+    previous = existing_checkpoints(run_uri)
+    if previous:  # settings the checkpoints cannot restore into are refused before any Ray starts
+        check_resume(cfg, run_uri, log)
     join_cluster()
     if getattr(cfg.method, "init_from", ""):
         from physiofm.platform.methods import read_initial_weights
@@ -272,10 +276,7 @@ def pretrain(cfg: TrainConfig, *, address: str | None = None, log: Log = say) ->
             raise ConfigError(f"method.init_from {cfg.method.init_from!r} cannot be loaded: {err}") from err
     template = deepspeed_template(cfg.run.zero_stage)
 
-    run_uri = storage.join(cfg.run.storage, cfg.run.name)
-    previous = existing_checkpoints(run_uri)
     if previous:
-        check_resume(cfg, run_uri, log)
         fs, run_path = storage.fsspec_filesystem(run_uri)
         recovery = recover_run(fs, run_path, log)  # the newest complete checkpoint, Ray's snapshot to match
         if recovery.resume_from:
