@@ -302,7 +302,7 @@ def test_a_killed_run_resumes_without_redoing_committed_recordings(ray_local, tm
     from physiofm.data.synthetic import write_ptbxl
     from tests.conftest import REPO_ROOT
 
-    write_ptbxl(tmp_path / "raw", n_records=320, seed=1)  # commits stream in: enough files to be cut short
+    write_ptbxl(tmp_path / "raw", n_records=96, seed=1)  # 12 commits stream in: enough to be cut short
     output = tmp_path / "out"
     command = [sys.executable, "jobs/prepare_corpus.py", "--input", str(tmp_path / "raw"), "--output", str(output),
                "--modality", "ecg", "--files-per-commit", "8", "--json"]
@@ -315,14 +315,14 @@ def test_a_killed_run_resumes_without_redoing_committed_recordings(ray_local, tm
     victim.send_signal(signal.SIGKILL)
     victim.wait(30)
     committed = {row["path"] for row in CorpusLayout(str(output)).committed_rows()}
-    assert 8 <= len(committed) < 320  # killed mid-run, after at least one commit
+    assert 8 <= len(committed) < 96  # killed mid-run, after at least one commit
 
     rerun = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     summary = json.loads(rerun.stdout)
-    assert summary["skipped"] == len(committed) and summary["processed_now"] == 320 - len(committed)
-    assert (summary["files"], summary["ok"], summary["windows"]) == (320, 320, 320)
+    assert summary["skipped"] == len(committed) and summary["processed_now"] == 96 - len(committed)
+    assert (summary["files"], summary["ok"], summary["windows"]) == (96, 96, 96)
     manifest = read_manifest(str(output))
-    assert len(manifest) == 320 and manifest["path"].is_unique
+    assert len(manifest) == 96 and manifest["path"].is_unique
     windows = read_windows(str(output), columns=["recording"])
     assert sorted(windows["recording"]) == sorted(manifest["path"])  # no window twice, none missing

@@ -30,7 +30,7 @@ def test_windows_of_one_trial_never_on_both_sides(ray_local):
     rng = np.random.default_rng(0)
     rows = [{"x": rng.standard_normal((2, 3)).astype(np.float32), "subject": f"s{s}", "trial": str(t),
              "window_index": w} for s in range(4) for t in range(10) for w in range(6)]
-    dataset = ray.data.from_items(rows)
+    dataset = ray.data.from_items(rows, override_num_blocks=8)  # each trial spans blocks (4 subjects' rows)
     train, validation, held = split_by_group(dataset, ["trial"], 0.3, seed=5)
     train_rows, val_rows = train.take_all(), validation.take_all()
     assert len(train_rows) + len(val_rows) == len(rows)

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -119,17 +120,34 @@ def test_checkpoints_on_s3_restore_like_local_ones(ecg_corpus, s3_bucket, tmp_pa
     assert all(changed)  # every trainable tensor moved between step 2 and step 4
 
 
-def test_ray_job_submit_to_a_real_head(ecg_corpus, small_config, tmp_path):
+def test_a_job_submitted_with_the_token_to_a_head_started_by_the_launchers_command_trains(ecg_corpus, small_config,
+                                                                                          tmp_path):
+    """aws.yaml's own head start command (token mode, the token from `ray get-auth-token --generate`),
+    on free loopback ports with its own temp dir: `ray job submit --working-dir` of the pretraining job
+    with the token trains and exports; without the token, or with another one, the head refuses."""
+    import re
+
+    import yaml
+
     from tests.ray_head import RayHead
 
-    with RayHead(tmp_path / "head") as head:
+    launcher = (REPO_ROOT / "infra" / "cluster" / "aws.yaml").read_text()
+    command = next(c for c in yaml.safe_load(launcher)["head_start_ray_commands"] if "ray start --head" in c)
+    head = RayHead(tmp_path / "head", num_cpus=2, launcher_command=command)
+    (Path(head.home) / "ray_bootstrap_config.yaml").write_text(launcher)  # as `ray up` leaves it on the head
+    with head:
+        assert (Path(head.home) / ".ray" / "auth_token").stat().st_size >= 32
         proc = head.submit(REPO_ROOT, [
             "python", "jobs/pretrain_ecg.py", "--corpus", ecg_corpus, "--max-steps", "2", "--checkpoint-every",
             "2", "--num-workers", "2", "--output", str(tmp_path / "runs"), "--config", small_config])
+        intruder = {**head.env, "RAY_AUTH_TOKEN": "0" * 32}
+        refused = subprocess.run(["ray", "job", "list", "--address", head.dashboard_url], env=intruder,
+                                 capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    assert "connecting to the Ray cluster" in proc.stdout
+    assert "connecting to the Ray cluster" in proc.stdout and "succeeded" in proc.stdout
     assert "global_step=2" in proc.stdout
     assert (tmp_path / "runs" / "ecg-dual-masking" / "step_00000002" / "export" / "encoder.pt").is_file()
+    assert refused.returncode != 0 and re.search(r"(?i)auth|token|401|403", refused.stderr + refused.stdout)
 
 
 def test_embed_job_writes_one_embedding_per_window(ecg_corpus, tmp_path):

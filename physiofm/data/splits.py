@@ -1,7 +1,7 @@
 """Held-out splits by group: every window of a group (a trial, a recording, a subject) lands on
 one side only, so adjacent seconds of one trial never sit in both training and validation.
 
-The groups are listed once (a pass over the key columns only), ordered, shuffled with the seed,
+The groups are listed once (a streaming pass over the key columns only), ordered, shuffled with the seed,
 and the first `ceil(fraction · n)` go to validation: exact, deterministic, and independent of
 how the corpus is sharded.
 """
@@ -35,12 +35,23 @@ def choose_validation_groups(groups: Sequence[str], fraction: float, seed: int) 
     return {ordered[i] for i in order[:count]}
 
 
+def list_groups(dataset, by: Sequence[str]) -> list[str]:
+    """Every group key of a Ray Dataset: one streaming pass over the key columns that keeps each
+    batch's distinct keys only (a hash-shuffle `groupby` would start aggregator actors to count rows
+    nobody reads)."""
+    by = list(by)
+
+    def distinct(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"key": np.unique(group_keys(batch, by))}
+
+    parts = dataset.select_columns(by).map_batches(distinct, batch_format="numpy").take_all()
+    return sorted({str(row["key"]) for row in parts})
+
+
 def split_by_group(dataset, by: Sequence[str], fraction: float, seed: int = 0):
     """(train, validation, validation group keys) of a Ray Dataset holding the `by` columns."""
     by = list(by)
-    groups = dataset.select_columns(by).groupby(by).count().to_pandas()
-    keys = group_keys({c: groups[c].to_numpy() for c in by}, by)
-    held_out = choose_validation_groups(list(keys), fraction, seed)
+    held_out = choose_validation_groups(list_groups(dataset, by), fraction, seed)
     held_out_array = np.array(sorted(held_out), dtype=str)
 
     def side(validation: bool):

@@ -74,6 +74,10 @@ class DataConfig:
     prepared_cache: str = ""  # where a raw corpus is prepared ("" = beside the run's output)
     validation_fraction: float = 0.0  # share of groups held out; validation loss at every checkpoint
     validation_by: tuple[str, ...] = ("recording",)  # a group never straddles the split (e.g. trial)
+    # A corpus whose streamed columns fit in this many MiB (and in a quarter of Ray's object store) is
+    # read once and every epoch streams from the object store: no re-read, no restart of the stream
+    # at each epoch. 0 = always stream from storage.
+    in_memory_mb: float = 1024.0
 
     def validate(self) -> None:
         _positive("data.batch_size", self.batch_size)
@@ -87,6 +91,7 @@ class DataConfig:
                               f"got {list(self.validation_by)}")
         _non_negative("data.shuffle_buffer", self.shuffle_buffer)
         _non_negative("data.prefetch_batches", self.prefetch_batches)
+        _non_negative("data.in_memory_mb", self.in_memory_mb)
 
 
 @dataclass

@@ -222,6 +222,34 @@ def ingest_config():
         verbose_progress=current.verbose_progress))
 
 
+def corpus_mib(info: dict, columns: list[str]) -> float:
+    """MiB of the tensor `columns` over every window of a prepared corpus, from its corpus.json
+    (plus 64 bytes per window for each metadata column streamed)."""
+    import numpy as np
+
+    specs = info.get("columns", {})
+    per_window = sum(math.prod(specs[c]["shape"]) * np.dtype(specs[c]["dtype"]).itemsize if c in specs else 64
+                     for c in columns)
+    return int(info["counts"]["windows"]) * per_window / 2**20
+
+
+def hold_in_memory(datasets: dict, cfg: TrainConfig, info: dict, columns: list[str]) -> dict | None:
+    """The datasets read once into Ray's object store when the corpus is small (`data.in_memory_mb`,
+    and a quarter of the store at most), else None: each epoch then streams from memory instead of
+    re-reading the corpus and restarting the stream (about 2 s per epoch on 2 cores)."""
+    import ray
+    from ray.data.dataset import MaterializedDataset
+
+    if cfg.data.in_memory_mb <= 0:
+        return None
+    store_mib = float(ray.cluster_resources().get("object_store_memory", 0.0)) / 2**20
+    limit = min(cfg.data.in_memory_mb, 0.25 * store_mib) if store_mib else cfg.data.in_memory_mb
+    if corpus_mib(info, columns) > limit:
+        return None
+    return {name: ds if isinstance(ds, MaterializedDataset) else ds.materialize()
+            for name, ds in datasets.items()}
+
+
 def existing_checkpoints(run_uri: str) -> list[str]:
     fs, path = storage.fsspec_filesystem(run_uri)
     if not fs.exists(path):
@@ -306,6 +334,9 @@ def pretrain(cfg: TrainConfig, *, address: str | None = None, log: Log = say) ->
         datasets = {"train": train, "validation": validation}
         log(f"validation: {len(held_out)} groups by {by} held out ({cfg.data.validation_fraction:.0%})")
     datasets = cfg.method.prepare_datasets(datasets, streamed)
+    held = hold_in_memory(datasets, cfg, info, streamed)
+    if held:
+        datasets = held
 
     if storage.is_remote(cfg.run.storage):
         storage_fs, storage_path = storage.pyarrow_filesystem(cfg.run.storage, via_fsspec=True)
@@ -341,7 +372,8 @@ def pretrain(cfg: TrainConfig, *, address: str | None = None, log: Log = say) ->
 
     trainer = new_trainer()
     log(f"training {cfg.method.name} on {info['counts']['windows']} windows with {cfg.scaling.num_workers} workers, "
-        f"ZeRO-{cfg.run.zero_stage}, up to global_step={cfg.run.max_steps}")
+        f"ZeRO-{cfg.run.zero_stage}, up to global_step={cfg.run.max_steps}"
+        + (f"; the corpus ({corpus_mib(info, streamed):.1f} MiB) read once into memory" if held else ""))
     try:
         result = trainer.fit()
     except Exception as error:  # noqa: BLE001 - only a damaged checkpoint is handled here
