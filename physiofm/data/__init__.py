@@ -4,13 +4,41 @@ into Parquet with Ray Data; stream them back into training.
     read_recording(uri) / read_trials(uri)       one file → Recording(s) in physical units
     prepare_corpus(inputs, output, preset=...)    Ray Data → OUTPUT/{windows/*.parquet, manifest.parquet, corpus.json}
     corpus_info(uri), training_dataset(uri), read_windows(uri), read_manifest(uri)
-"""
-from physiofm.data.corpus import read_manifest
-from physiofm.data.loader import corpus_info, read_windows, training_dataset
-from physiofm.data.pipeline import prepare_corpus
-from physiofm.data.presets import PRESETS, Preset, get_preset
-from physiofm.data.readers import FORMATS, read_recording, read_trials
-from physiofm.data.recording import Recording, RecordingRejected
 
-__all__ = ["FORMATS", "PRESETS", "Preset", "Recording", "RecordingRejected", "corpus_info", "get_preset",
-           "prepare_corpus", "read_manifest", "read_recording", "read_trials", "read_windows", "training_dataset"]
+The names below load on first use: a process that needs one submodule (a training worker reading
+`physiofm.data.storage`, a progress actor) does not import every reader (MNE, wfdb, SciPy).
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "read_manifest": "physiofm.data.corpus",
+    "corpus_info": "physiofm.data.loader",
+    "read_windows": "physiofm.data.loader",
+    "training_dataset": "physiofm.data.loader",
+    "prepare_corpus": "physiofm.data.pipeline",
+    "PRESETS": "physiofm.data.presets",
+    "Preset": "physiofm.data.presets",
+    "get_preset": "physiofm.data.presets",
+    "FORMATS": "physiofm.data.readers",
+    "read_recording": "physiofm.data.readers",
+    "read_trials": "physiofm.data.readers",
+    "Recording": "physiofm.data.recording",
+    "RecordingRejected": "physiofm.data.recording",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'physiofm.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -38,6 +38,7 @@ from physiofm.data.inputs import InputFile, check_inputs, list_inputs  # noqa: F
 from physiofm.data.limits import FileGuard, FileLimitExceeded
 from physiofm.data.output import check_no_overlap, OutputLock
 from physiofm.data.presets import Preset, get_preset
+from physiofm.data.tracker import Tracker
 from physiofm.data.readers import check_format, read_trials
 from physiofm.data.recording import Recording, RecordingRejected, error_text
 from physiofm.data.shards import ShardWriter, new_prefix
@@ -224,28 +225,6 @@ class _FileWorker:
         return pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
 
 
-class _Tracker:
-    """Which files the tasks of the current execution have started, when the first one began, and
-    which files a worker's guard stopped (the process ended over them)."""
-
-    def __init__(self):
-        self.paths: set[str] = set()
-        self.first_start: float | None = None
-        self.stopped_files: dict[str, tuple[str, str]] = {}
-
-    def started(self, paths: list[str], when: float) -> None:
-        self.paths.update(paths)
-        self.first_start = when if self.first_start is None else min(self.first_start, when)
-
-    def stopped(self, path: str, reason: str, code: str) -> None:
-        self.stopped_files[path] = (reason, code)
-
-    def reset(self) -> tuple[set[str], float | None, dict[str, tuple[str, str]]]:
-        state = (self.paths, self.first_start, self.stopped_files)
-        self.paths, self.first_start, self.stopped_files = set(), None, {}
-        return state
-
-
 # ---------------------------------------------------------------- the run, in the driver
 
 def prepare_corpus(inputs: list[str], output: str, preset: str | Preset = "cbramod-eeg", fmt: str = "auto",
@@ -416,7 +395,7 @@ class _Run:
         self.shard_bytes, self.task_bytes = int(shard_mb * 2**20), int(task_mb * 2**20)
         self.files_per_commit, self.files_per_task = files_per_commit, files_per_task
         self.say, self.on_commit, self.counts, self.total = say, on_commit, counts, total
-        self.tracker = ray.remote(num_cpus=0)(_Tracker).remote()
+        self.tracker = ray.remote(num_cpus=0)(Tracker).remote()
         self.done: set[str] = set()
         self.failures: dict[str, int] = {}  # executions a file failed alone
         self.sequence = 0

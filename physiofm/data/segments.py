@@ -56,8 +56,14 @@ def trials_of(windows) -> set[str]:
     return set(group_keys({c: windows[c].to_numpy() for c in TRIAL_KEY}, TRIAL_KEY).tolist())
 
 
-def stack_segments(dataset, keys: np.ndarray, columns: Sequence[str]):
-    """One row per segment in `keys`: each of `columns` stacked (subjects, ...) in subject order."""
+PARTITION_BYTES = 128 * 2**20  # what one partition of the grouping's shuffle holds, about
+
+
+def stack_segments(dataset, keys: np.ndarray, columns: Sequence[str], segment_bytes: int = 0):
+    """One row per segment in `keys`: each of `columns` stacked (subjects, ...) in subject order.
+
+    `segment_bytes` (one segment's tensors) sizes the shuffle: about `PARTITION_BYTES` per partition
+    (Ray Data's default of 200 partitions makes a small corpus pay for 200 tiny ones)."""
     keep = np.sort(np.asarray(keys, dtype=str))
     columns = list(columns)
 
@@ -70,7 +76,10 @@ def stack_segments(dataset, keys: np.ndarray, columns: Sequence[str]):
         return {name: group[name][order][None] for name in columns}
 
     kept = dataset.select_columns([*columns, *SEGMENT_KEY, "subject"]).map_batches(only_kept, batch_format="numpy")
-    return kept.groupby(list(SEGMENT_KEY)).map_groups(stack, batch_format="numpy")
+    partitions = None
+    if segment_bytes > 0:
+        partitions = int(min(200, max(1, -(-len(keep) * segment_bytes // PARTITION_BYTES))))
+    return kept.groupby(list(SEGMENT_KEY), num_partitions=partitions).map_groups(stack, batch_format="numpy")
 
 
 def slice_windows(dataset, columns: Sequence[str], n_slices: int):

@@ -122,12 +122,16 @@ class PhysioSyncMethodConfig(MethodConfig):
             if len(keys) == 0:
                 raise ConfigError(f"physiosync: no segment of the {name} side holds every one of the "
                                   f"{len(subjects)} subjects")
-            ds = segments.stack_segments(ds, keys, streamed)
+            ds = segments.stack_segments(ds, keys, streamed, segment_bytes=self._segment_bytes(len(subjects)))
             if self.resolution == "short":
                 ds = segments.slice_windows(ds, streamed, self.short_slices)
             # the grouping is an all-to-all shuffle: run it once, not again in every epoch
             prepared[name] = ds.materialize()
         return prepared
+
+    def _segment_bytes(self, n_subjects: int) -> int:
+        """float32 bytes of one segment: every subject's EEG and peripheral window (0 = not known yet)."""
+        return 4 * n_subjects * (self.eeg_channels + self.peripheral_channels) * self.window_samples
 
     def build(self, seed: int = 0, initial_weights: Any = None) -> PretrainingObjective:
         if not (self.eeg_channels and self.peripheral_channels and self.window_samples):
