@@ -1,8 +1,9 @@
 """Shared test fixtures: the read-only `../shared/` material, one owned local Ray for the whole test
 run (`ray_local`), one demo cache (`demo_cache`, `job_env`) and one prepared ECG corpus (`ecg_corpus`).
 
-Tiers: unit tests (`pytest -m "not slow"`) start no training run; `slow` tests run Ray Train +
-DeepSpeed; `soak` tests (long, by hand: `pytest -m soak`) are excluded by default and count as slow.
+Tiers: unit tests (`pytest -m "not slow"`) start no training run; `slow` tests are end-to-end runs
+(Ray Train + DeepSpeed, jobs as subprocesses, pipelines killed and resumed); `soak` tests (long, by
+hand: `pytest -m soak`) are excluded by default and count as slow.
 """
 from __future__ import annotations
 

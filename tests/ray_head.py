@@ -93,7 +93,7 @@ class RayHead:
                 self.__exit__(None, None, None)
                 raise RuntimeError(f"Ray head did not start: {probe.stderr[-2000:]}\n"
                                    f"{(self.log_dir / 'ray-start.log').read_text()[-2000:]}")
-            time.sleep(1.0)
+            time.sleep(2.0)  # each probe is a CLI process (~1.5 s of CPU) taken from the starting head
 
     def submit(self, working_dir: Path, entrypoint: list[str], timeout_s: float = 900.0,
                agent_wait_s: float = 120.0) -> subprocess.CompletedProcess:

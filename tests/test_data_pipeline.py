@@ -158,6 +158,7 @@ class Interrupted(Exception):
     pass
 
 
+@pytest.mark.slow  # end to end: several runs of the pipeline, killed or failing on purpose
 def test_interrupted_run_resumes_without_redoing_finished_recordings(corpus, prepared, tmp_path):
     output = tmp_path / "resumed"
     commits = []
@@ -274,6 +275,7 @@ class KillWorkerOn:
         return rec
 
 
+@pytest.mark.slow  # end to end: several runs of the pipeline, killed or failing on purpose
 def test_a_file_that_kills_its_worker_is_isolated_and_rejected(corpus, tmp_path, ray_local):
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
     recipe = get_preset("cbramod-eeg", **EEG_OPTIONS)
@@ -296,6 +298,7 @@ def test_recordings_with_different_window_shapes_cannot_share_a_corpus(tmp_path,
     assert len(read_manifest(str(tmp_path / "out"))) == 2  # yet every file is accounted for
 
 
+@pytest.mark.slow  # end to end: several runs of the pipeline, killed or failing on purpose
 def test_a_killed_run_resumes_without_redoing_committed_recordings(ray_local, tmp_path):
     """The driver is SIGKILLed after its first commit (no clean-up runs); the same command again
     skips what was committed, redoes the rest, and accounts for every recording exactly once."""
