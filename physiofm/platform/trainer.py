@@ -333,10 +333,10 @@ def pretrain(cfg: TrainConfig, *, address: str | None = None, log: Log = say) ->
                                                      cfg.run.seed)
         datasets = {"train": train, "validation": validation}
         log(f"validation: {len(held_out)} groups by {by} held out ({cfg.data.validation_fraction:.0%})")
-    datasets = cfg.method.prepare_datasets(datasets, streamed)
-    held = hold_in_memory(datasets, cfg, info, streamed)
+    held = hold_in_memory(datasets, cfg, info, read)  # before the method's passes: they read memory then
     if held:
         datasets = held
+    datasets = cfg.method.prepare_datasets(datasets, streamed)
 
     if storage.is_remote(cfg.run.storage):
         storage_fs, storage_path = storage.pyarrow_filesystem(cfg.run.storage, via_fsspec=True)
@@ -373,7 +373,7 @@ def pretrain(cfg: TrainConfig, *, address: str | None = None, log: Log = say) ->
     trainer = new_trainer()
     log(f"training {cfg.method.name} on {info['counts']['windows']} windows with {cfg.scaling.num_workers} workers, "
         f"ZeRO-{cfg.run.zero_stage}, up to global_step={cfg.run.max_steps}"
-        + (f"; the corpus ({corpus_mib(info, streamed):.1f} MiB) read once into memory" if held else ""))
+        + (f"; the corpus ({corpus_mib(info, read):.1f} MiB) read once into memory" if held else ""))
     try:
         result = trainer.fit()
     except Exception as error:  # noqa: BLE001 - only a damaged checkpoint is handled here
