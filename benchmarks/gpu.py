@@ -15,15 +15,18 @@ dense bf16 peak. The input side streams the same windows from Parquet shards thr
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+from benchmarks.report import emit  # noqa: E402
 
 # Dense bf16 tensor-core peaks (TFLOP/s, no sparsity) from the vendors' data sheets.
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10": 125.0,
@@ -161,9 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
             supplied = input_samples_per_s(Path(folder), batch, device, epochs=1 if args.quick else 2)
         report.update(input_samples_per_s=round(supplied, 2), input_keeps_up=supplied >= samples_per_s,
                       input_to_step_ratio=round(supplied / samples_per_s, 3))
-    print(json.dumps(report, indent=1))
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1))
+    emit(report, args.json)
     return report
 
 

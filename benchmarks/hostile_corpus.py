@@ -16,7 +16,6 @@ resident memory of both runs (and their ratios), and each bomb's reason code and
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -25,6 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+from benchmarks.report import emit  # noqa: E402
 
 from benchmarks.memory import PeakRSS  # noqa: E402
 
@@ -108,9 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
         "peak_worker_rss": round(hostile_memory.worker / baseline_memory.worker, 3) if baseline_memory.worker else None}
     if owned:
         ray.shutdown()
-    print(json.dumps(report, indent=1))
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1))
+    emit(report, args.json)
     shutil.rmtree(root, ignore_errors=True)
     return report
 

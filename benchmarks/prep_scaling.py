@@ -14,7 +14,6 @@ equal to x1's (`time_per_x1`); flat memory means a peak ratio near 1 against x1 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -24,6 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+from benchmarks.report import emit  # noqa: E402
 
 from benchmarks.memory import PeakRSS  # noqa: E402
 
@@ -97,9 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
               "load_avg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)], "sizes": sizes}
     if owned:
         ray.shutdown()
-    print(json.dumps(report, indent=1))
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1))
+    emit(report, args.json)
     shutil.rmtree(root, ignore_errors=True)
     return report
 

@@ -20,7 +20,6 @@ set is required, and the relative RMS difference of the matching windows is repo
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+from benchmarks.report import emit  # noqa: E402
 
 from benchmarks.memory import PeakRSS  # noqa: E402
 from benchmarks.reference_loops import cbramod_loop_file, ecg_loop_file  # noqa: E402
@@ -195,9 +195,7 @@ def main(argv: list[str] | None = None) -> dict:
     for kind in args.kind:
         report[kind] = benchmark(kind, root, args)
     ray.shutdown()
-    print(json.dumps(report, indent=1))
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1))
+    emit(report, args.json)
     failed = [k for k in args.kind if report[k]["windows"] and (not report[k]["windows"]["same_windows"]
               or (report[k]["windows"]["relative_rms"] or 0.0) > TOLERANCE[k])]
     if failed:

@@ -13,7 +13,6 @@ step is what stays comparable (wall time mostly measures the other work).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import sys
@@ -23,6 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+from benchmarks.report import emit  # noqa: E402
 
 
 def free_port() -> int:
@@ -112,9 +112,7 @@ def main(argv: list[str] | None = None) -> dict:
         "plain_over_engine_wall": round(totals["plain"][0] / totals["engine"][0], 4),
         "engine_cpu_s_per_step_parts": {k: round(v / steps, 4) for k, v in parts.items()},
         "load_avg_1min": round(os.getloadavg()[0], 2)}
-    print(json.dumps(report, indent=1))
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1))
+    emit(report, args.json)
     return report
 
 

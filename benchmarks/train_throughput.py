@@ -15,7 +15,6 @@ plain loop at those threads, and the share of step time spent waiting for input.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
@@ -27,6 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+from benchmarks.report import emit  # noqa: E402
 
 
 def plain_loop(windows: torch.Tensor, masks: torch.Tensor | None, layers: int, batch: int, steps: int,
@@ -144,9 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
               "modality": args.modality, "window": list(windows.shape[1:]), "layers": args.layers,
               "global_batch": args.batch_size, "steps": args.steps, "windows": len(windows),
               "load_avg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)], "results": results}
-    print(json.dumps(report, indent=1))
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1))
+    emit(report, args.json)
     ray.shutdown()
     return report
 
