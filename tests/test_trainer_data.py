@@ -31,3 +31,22 @@ def test_a_small_corpus_is_read_once_into_memory_and_a_large_one_streams(ecg_cor
     assert len(rows) == len(stored) == 24
     assert sorted(float(r["x"].sum()) for r in rows) == sorted(float(x.sum()) for x in stored)
     assert np.array_equal(held["train"].take_all()[0]["x"], rows[0]["x"])  # a second epoch reads the same blocks
+
+
+def test_a_held_corpus_is_cut_once_into_equal_disjoint_shards_one_per_worker(ecg_corpus):
+    from physiofm.platform.trainer import ingest_config, worker_shards
+
+    info = corpus_info(ecg_corpus)
+    datasets = {"train": training_dataset(ecg_corpus, columns=["x", "recording"])}
+    held = hold_in_memory(datasets, config(ecg_corpus, 1024), info, ["x", "recording"])
+    for workers in (2, 5):
+        shards = worker_shards({"train": held["train"].select_columns(["x", "recording"])}, workers)
+        assert sorted(shards) == [f"train@{rank}" for rank in range(workers)]
+        assert all(isinstance(s, MaterializedDataset) for s in shards.values())
+        recordings = [sorted(r["recording"] for r in s.take_all()) for s in shards.values()]
+        assert {len(r) for r in recordings} == {24 // workers}  # equal: every rank runs the same steps
+        seen = [r for shard in recordings for r in shard]
+        assert len(set(seen)) == len(seen) == workers * (24 // workers)  # disjoint
+    # the shards are handed to the workers as they are; a streamed corpus is split by Ray
+    assert ingest_config(split=False)._datasets_to_split == []
+    assert ingest_config()._datasets_to_split == "all"

@@ -31,6 +31,7 @@ DEEPSPEED_KEY = "_deepspeed"  # the resolved DeepSpeed config travels beside the
 TENSORBOARD_KEY = "_tensorboard_dir"  # where rank 0 writes event files (on its own node)
 TENSORBOARD_SYNC_KEY = "_tensorboard_uri"  # remote copy refreshed at every checkpoint ("" = none)
 THREADS_KEY = "_torch_threads"  # torch threads of each worker, from the CPUs it holds
+SHARDS_KEY = "_worker_shards"  # datasets are per-worker shards named "<name>@<rank>" (trainer.worker_shards)
 
 
 def warmup_cosine(optim: OptimConfig, total_steps: int):
@@ -70,6 +71,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     ds_config = config.pop(DEEPSPEED_KEY)
     tensorboard_dir = config.pop(TENSORBOARD_KEY, "")
     tensorboard_uri = config.pop(TENSORBOARD_SYNC_KEY, "")
+    own_shards = bool(config.pop(SHARDS_KEY, False))
     threads = int(config.pop(THREADS_KEY, 0) or os.environ.get("OMP_NUM_THREADS", "1"))
     cfg = TrainConfig.from_dict(config)
     quiet_report_echo()
@@ -110,8 +112,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         tensorboard_dir = tensorboard_dir or private_scratch(f"tensorboard-{cfg.run.name}")
         writer = SummaryWriter(tensorboard_dir)
 
-    shard = ray.train.get_dataset_shard("train")
-    validation = ray.train.get_dataset_shard("validation") if cfg.data.validation_fraction > 0 else None
+    def dataset(name: str):
+        return ray.train.get_dataset_shard(f"{name}@{rank}" if own_shards else name)
+
+    shard = dataset("train")
+    validation = dataset("validation") if cfg.data.validation_fraction > 0 else None
 
     def batches(epoch: int):
         return shard.iter_torch_batches(

@@ -20,7 +20,7 @@ from physiofm.platform.commands import next_commands, relative, render_next
 from physiofm.platform.config import ConfigError, TrainConfig
 from physiofm.platform.console import say
 from physiofm.platform.run_record import check_resume, write_record
-from physiofm.platform.train_loop import (DEEPSPEED_KEY, TENSORBOARD_KEY, TENSORBOARD_SYNC_KEY, THREADS_KEY,
+from physiofm.platform.train_loop import (DEEPSPEED_KEY, SHARDS_KEY, TENSORBOARD_KEY, TENSORBOARD_SYNC_KEY, THREADS_KEY,
                                           deepspeed_config, deepspeed_template, train_loop_per_worker)
 
 Log = Callable[[str], None]
@@ -210,16 +210,38 @@ def worker_threads(cpus: float) -> int:
     return max(1, math.ceil(cpus - 1e-9))
 
 
-def ingest_config():
+def ingest_config(split: bool = True):
     """Ray Train's default ingest options, stated: its own default copies the deprecated
-    `exclude_resources` field, which warns in every run."""
+    `exclude_resources` field, which warns in every run. `split=False`: the datasets are the
+    workers' own shards already (`worker_shards`), handed over as they are."""
     import ray.train
     from ray.data import DataContext, ExecutionOptions
 
     current = DataContext.get_current().execution_options
-    return ray.train.DataConfig(execution_options=ExecutionOptions(
+    return ray.train.DataConfig(datasets_to_split="all" if split else [], execution_options=ExecutionOptions(
         resource_limits=current.resource_limits, preserve_order=current.preserve_order,
         verbose_progress=current.verbose_progress))
+
+
+def worker_shards(datasets: dict, num_workers: int) -> dict:
+    """Datasets held in memory, cut once into one equal shard per worker ("train@0", "train@1", ...).
+
+    Each worker then iterates blocks already in the object store: no split coordinator actor (a
+    process of its own, started for every run, and a barrier and a new execution at every epoch:
+    ~3 s before the first batch and ~0.5 s per epoch on 2 cores). Equal shards, as Ray's
+    `streaming_split(equal=True)` gives: every rank runs the same number of steps."""
+    from ray.data.dataset import MaterializedDataset
+
+    shards = {}
+    for name, ds in datasets.items():
+        held = ds if isinstance(ds, MaterializedDataset) else ds.materialize()  # e.g. the method's column selection
+        for rank, shard in enumerate(held.split(num_workers, equal=True)):
+            shards[shard_name(name, rank)] = shard
+    return shards
+
+
+def shard_name(dataset: str, rank: int) -> str:
+    return f"{dataset}@{rank}"
 
 
 def corpus_mib(info: dict, columns: list[str]) -> float:
@@ -337,6 +359,8 @@ def pretrain(cfg: TrainConfig, *, address: str | None = None, log: Log = say) ->
     if held:
         datasets = held
     datasets = cfg.method.prepare_datasets(datasets, streamed)
+    if held:
+        datasets = worker_shards(datasets, cfg.scaling.num_workers)
 
     if storage.is_remote(cfg.run.storage):
         storage_fs, storage_path = storage.pyarrow_filesystem(cfg.run.storage, via_fsspec=True)
@@ -347,6 +371,7 @@ def pretrain(cfg: TrainConfig, *, address: str | None = None, log: Log = say) ->
     loop_config[DEEPSPEED_KEY] = deepspeed_config(cfg, template, cfg.scaling.use_gpu)
     loop_config[TENSORBOARD_KEY] = tensorboard_dir
     loop_config[TENSORBOARD_SYNC_KEY] = tensorboard_uri if tensorboard_uri != tensorboard_dir else ""
+    loop_config[SHARDS_KEY] = bool(held)
 
     cpus, resources = checked["cpus"], checked["bundle"]
     loop_config[THREADS_KEY] = worker_threads(cpus)
@@ -359,7 +384,7 @@ def pretrain(cfg: TrainConfig, *, address: str | None = None, log: Log = say) ->
         return TorchTrainer(
             train_loop_per_worker,
             train_loop_config=loop_config,
-            dataset_config=ingest_config(),
+            dataset_config=ingest_config(split=not held),
             scaling_config=ray.train.ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
                                                    resources_per_worker=resources),
             run_config=ray.train.RunConfig(
