@@ -34,6 +34,7 @@ def test_a_small_corpus_is_read_once_into_memory_and_a_large_one_streams(ecg_cor
 
 
 def test_a_held_corpus_is_cut_once_into_equal_disjoint_shards_one_per_worker(ecg_corpus):
+    from physiofm.platform.train_loop import shard_name
     from physiofm.platform.trainer import ingest_config, worker_shards
 
     info = corpus_info(ecg_corpus)
@@ -41,7 +42,7 @@ def test_a_held_corpus_is_cut_once_into_equal_disjoint_shards_one_per_worker(ecg
     held = hold_in_memory(datasets, config(ecg_corpus, 1024), info, ["x", "recording"])
     for workers in (2, 5):
         shards = worker_shards({"train": held["train"].select_columns(["x", "recording"])}, workers)
-        assert sorted(shards) == [f"train@{rank}" for rank in range(workers)]
+        assert sorted(shards) == [shard_name("train", rank) for rank in range(workers)]
         assert all(isinstance(s, MaterializedDataset) for s in shards.values())
         recordings = [sorted(r["recording"] for r in s.take_all()) for s in shards.values()]
         assert {len(r) for r in recordings} == {24 // workers}  # equal: every rank runs the same steps

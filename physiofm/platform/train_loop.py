@@ -31,7 +31,12 @@ DEEPSPEED_KEY = "_deepspeed"  # the resolved DeepSpeed config travels beside the
 TENSORBOARD_KEY = "_tensorboard_dir"  # where rank 0 writes event files (on its own node)
 TENSORBOARD_SYNC_KEY = "_tensorboard_uri"  # remote copy refreshed at every checkpoint ("" = none)
 THREADS_KEY = "_torch_threads"  # torch threads of each worker, from the CPUs it holds
-SHARDS_KEY = "_worker_shards"  # datasets are per-worker shards named "<name>@<rank>" (trainer.worker_shards)
+SHARDS_KEY = "_worker_shards"  # datasets are per-worker shards named by `shard_name` (trainer.worker_shards)
+
+
+def shard_name(dataset: str, rank: int) -> str:
+    """Name of worker `rank`'s own shard of `dataset` among the datasets handed to Ray Train."""
+    return f"{dataset}@{rank}"
 
 
 def warmup_cosine(optim: OptimConfig, total_steps: int):
@@ -113,7 +118,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         writer = SummaryWriter(tensorboard_dir)
 
     def dataset(name: str):
-        return ray.train.get_dataset_shard(f"{name}@{rank}" if own_shards else name)
+        return ray.train.get_dataset_shard(shard_name(name, rank) if own_shards else name)
 
     shard = dataset("train")
     validation = dataset("validation") if cfg.data.validation_fraction > 0 else None

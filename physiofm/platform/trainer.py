@@ -21,7 +21,7 @@ from physiofm.platform.config import ConfigError, TrainConfig
 from physiofm.platform.console import say
 from physiofm.platform.run_record import check_resume, write_record
 from physiofm.platform.train_loop import (DEEPSPEED_KEY, SHARDS_KEY, TENSORBOARD_KEY, TENSORBOARD_SYNC_KEY, THREADS_KEY,
-                                          deepspeed_config, deepspeed_template, train_loop_per_worker)
+                                          deepspeed_config, deepspeed_template, shard_name, train_loop_per_worker)
 
 Log = Callable[[str], None]
 
@@ -238,10 +238,6 @@ def worker_shards(datasets: dict, num_workers: int) -> dict:
         for rank, shard in enumerate(held.split(num_workers, equal=True)):
             shards[shard_name(name, rank)] = shard
     return shards
-
-
-def shard_name(dataset: str, rank: int) -> str:
-    return f"{dataset}@{rank}"
 
 
 def corpus_mib(info: dict, columns: list[str]) -> float:
