@@ -326,9 +326,11 @@ def build_tuner(p: SweepPlan, data, max_concurrent: int, log: Log = print):
     if Tune_can_restore(p.sweep_uri, filesystem):
         recorded = recorded_trials(p.sweep_uri)
         kept = sum(status == "TERMINATED" for status in recorded.values())
+        set_aside = set_aside_cut_attempts(p.sweep_uri, recorded)
         log(f"[tune] {p.sweep_uri} holds this sweep: resuming it; {kept} finished trials are kept, "
             f"{len(recorded) - kept} interrupted or failed ones run again, "
-            f"{max(0, cfg.num_samples - len(recorded))} not yet started")
+            f"{max(0, cfg.num_samples - len(recorded))} not yet started"
+            + (f"; the logs of {len(set_aside)} cut attempts are kept in <trial>/{CUT_ATTEMPT}_N" if set_aside else ""))
         return tune.Tuner.restore(_tune_path(p.sweep_uri), trainable=trainable, resume_unfinished=True,
                                   resume_errored=False, restart_errored=True, storage_filesystem=filesystem), True
     if cfg.search == "optuna":
@@ -355,6 +357,33 @@ def build_tuner(p: SweepPlan, data, max_concurrent: int, log: Log = print):
                                   verbose=0, log_to_file=True, callbacks=[progress],
                                   failure_config=tune.FailureConfig(max_failures=0)))
     return tuner, False
+
+
+#: what Tune logs of one attempt of a trial (TensorBoard events, its results as JSON lines and CSV)
+ATTEMPT_LOGS = ("events.out.tfevents.*", "result.json", "progress.csv")
+CUT_ATTEMPT = "interrupted_attempt"
+
+
+def set_aside_cut_attempts(sweep_uri: str, recorded: dict[str, str]) -> list[str]:
+    """A resumed sweep runs its unfinished and failed trials again from their first epoch (a trial
+    reports no checkpoint), and Tune appends the new attempt's logs to the old ones: one curve would
+    show the cut attempt and the rerun over the same epochs. The cut attempt's logs move, first, to
+    `<trial>/interrupted_attempt_N/` (TensorBoard shows it as a run of its own); returns those folders."""
+    fs, path = storage.fsspec_filesystem(sweep_uri)
+    moved = []
+    for trial_id, status in sorted(recorded.items()):
+        if status == "TERMINATED":
+            continue
+        folder = f"{path}/trial_{trial_id}"
+        files = sorted(f for pattern in ATTEMPT_LOGS for f in fs.glob(f"{folder}/{pattern}"))
+        if not files:  # never started
+            continue
+        target = f"{folder}/{CUT_ATTEMPT}_{1 + len(fs.glob(f'{folder}/{CUT_ATTEMPT}_*'))}"
+        fs.makedirs(target, exist_ok=True)
+        for file in files:
+            storage.retry(lambda f=file: fs.mv(f, f"{target}/{f.rsplit('/', 1)[-1]}"), what=f"set aside {file}")
+        moved.append(target)
+    return moved
 
 
 def Tune_can_restore(sweep_uri: str, filesystem) -> bool:  # noqa: N802 - Tuner.can_restore for a URI of ours

@@ -1,0 +1,47 @@
+"""A resumed sweep's trials that run again start from their first epoch: the cut attempt's logs are set
+aside first, so each trial's TensorBoard curve and result files hold one attempt (no repeated epochs)."""
+from __future__ import annotations
+
+import json
+
+from physiofm.platform.sweep import recorded_trials, set_aside_cut_attempts
+
+
+def write_sweep(root, statuses: dict[str, str]) -> None:
+    """A sweep folder as Tune leaves it: its experiment state, and each started trial's attempt logs."""
+    root.mkdir(parents=True)
+    state = {"trial_data": [[json.dumps({"trial_id": t, "status": s}), "{}"] for t, s in statuses.items()]}
+    (root / "experiment_state-2026-12-02_10-00-00.json").write_text(json.dumps(state))
+    for trial, status in statuses.items():
+        if status == "PENDING":
+            continue
+        folder = root / f"trial_{trial}"
+        folder.mkdir()
+        (folder / "params.json").write_text("{}")
+        (folder / "events.out.tfevents.1.host").write_bytes(b"attempt 1")
+        (folder / "result.json").write_text('{"epoch": 1}\n{"epoch": 2}\n')
+        (folder / "progress.csv").write_text("epoch\n1\n2\n")
+
+
+def test_a_resume_sets_aside_the_logs_of_cut_and_failed_attempts_and_keeps_finished_trials(tmp_path):
+    sweep = tmp_path / "runs" / "demo"
+    write_sweep(sweep, {"done": "TERMINATED", "cut": "RUNNING", "failed": "ERROR", "waiting": "PENDING"})
+    recorded = recorded_trials(str(sweep))
+    assert recorded == {"done": "TERMINATED", "cut": "RUNNING", "failed": "ERROR", "waiting": "PENDING"}
+
+    moved = set_aside_cut_attempts(str(sweep), recorded)
+    assert sorted(moved) == [f"{sweep}/trial_cut/interrupted_attempt_1", f"{sweep}/trial_failed/interrupted_attempt_1"]
+    for trial in ("cut", "failed"):
+        folder = sweep / f"trial_{trial}"
+        assert sorted(p.name for p in folder.iterdir()) == ["interrupted_attempt_1", "params.json"]
+        kept = folder / "interrupted_attempt_1"
+        assert sorted(p.name for p in kept.iterdir()) == ["events.out.tfevents.1.host", "progress.csv", "result.json"]
+        assert (kept / "result.json").read_text() == '{"epoch": 1}\n{"epoch": 2}\n'  # moved whole, not rewritten
+    assert len(list((sweep / "trial_done").iterdir())) == 4  # a finished trial is left as it is
+    assert not (sweep / "trial_waiting").exists()
+
+    # cut again on the next resume: a second folder beside the first, nothing overwritten
+    (sweep / "trial_cut" / "result.json").write_text('{"epoch": 1}\n')
+    assert set_aside_cut_attempts(str(sweep), recorded) == [f"{sweep}/trial_cut/interrupted_attempt_2"]
+    assert (sweep / "trial_cut" / "interrupted_attempt_1" / "result.json").read_text().count("epoch") == 2
+    assert (sweep / "trial_cut" / "interrupted_attempt_2" / "result.json").read_text() == '{"epoch": 1}\n'
