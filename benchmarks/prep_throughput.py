@@ -6,6 +6,8 @@ Three ways through the same files:
               the TUEG-like EDF tree, a wfdb + scipy loop for the PTB-XL-like WFDB tree;
   per-file    physiofm's own per-file code (`process_file` + its shard writer) in this process;
   pipeline    `prepare_corpus` on a local Ray with `--cpus` CPUs (or the cluster of RAY_ADDRESS).
+With `--ceiling`, also the per-file code in `--cpus` plain processes at once, each on its share of
+the files (no Ray): what this machine gives independent processes, the ceiling of any pipeline on it.
 For each: files/s, windows/s, MB/s of raw input, per core, and peak RSS (this process plus every
 process it started: Ray's and the workers, sampled every 50 ms; the workers' alone for the
 pipeline, since this process also holds the reference's windows for the comparison). The pipeline's fixed costs
@@ -14,7 +16,8 @@ the windows of the pipeline are matched with the reference's by (file, window in
 set is required, and the relative RMS difference of the matching windows is reported.
 
     python benchmarks/prep_throughput.py                       # 32 x 600-s EDF at 256 Hz, 1024 ECG records
-    python benchmarks/prep_throughput.py --kind eeg --copies 32 --no-reference   # >= 60 s of per-file work
+    python benchmarks/prep_throughput.py --kind eeg --copies 32 --no-reference --ceiling   # >= 60 s of per-file work
+    python benchmarks/prep_throughput.py --kind eeg --copies 32 --no-reference --ceiling --per-file-threads 1
     python benchmarks/prep_throughput.py --quick               # tiny trees: figures produced, same windows
 """
 from __future__ import annotations
@@ -77,8 +80,14 @@ def run_reference(kind: str, items) -> tuple[dict, dict]:
             "peak_rss_mib": memory.mib(), "windows": count}, windows
 
 
-def run_per_file(kind: str, items, scratch: Path) -> dict:
+def run_per_file(kind: str, items, scratch: Path, threads: int | None = None) -> dict:
+    """`threads`: cap the native thread pools (OpenMP, BLAS, Arrow) at this many, as a pipeline
+    worker holding that many CPUs is; None leaves the libraries' defaults (one per core)."""
+    import contextlib
+
+    import pyarrow as pa
     import pyarrow.fs as pafs
+    from threadpoolctl import threadpool_limits
 
     from physiofm.data import storage
     from physiofm.data.pipeline import process_file
@@ -89,7 +98,10 @@ def run_per_file(kind: str, items, scratch: Path) -> dict:
     preset.prepare()  # as a pipeline worker does at its start
     import ray.data.block  # noqa: F401 - the shard writer's Arrow conversion: a worker has it imported before its first file
     count = 0
-    with PeakRSS() as memory:
+    arrow_threads = pa.cpu_count()
+    if threads:
+        pa.set_cpu_count(threads)
+    with PeakRSS() as memory, (threadpool_limits(threads) if threads else contextlib.nullcontext()):
         started, cpu = time.perf_counter(), time.process_time()
         writer = ShardWriter(pafs.LocalFileSystem(), str(scratch), new_prefix(), 128 * 2**20, 64 * 2**20)
         for item in items:
@@ -99,8 +111,43 @@ def run_per_file(kind: str, items, scratch: Path) -> dict:
                 writer.add(batch)
         writer.close()
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    pa.set_cpu_count(arrow_threads)
     return {**rates(len(items), count, sum(i.bytes for i in items), seconds, 1), "cpu_s": round(cpu, 3),
+            "cores_used": round(cpu / seconds, 2), "threads": threads or "default",
             "peak_rss_mib": memory.mib(), "windows": count}
+
+
+def _per_file_share(kind: str, items, scratch: str, threads: int | None, ready, results) -> None:
+    """One process of the ceiling: imports as a worker does, waits for the others, then its share."""
+    from physiofm.data.presets import get_preset
+
+    get_preset("cbramod-eeg" if kind == "eeg" else "ecg").prepare()
+    import ray.data.block  # noqa: F401 - as in run_per_file
+    ready.wait()
+    started = time.time()
+    figures = run_per_file(kind, items, Path(scratch), threads)
+    results.put((started, time.time(), figures["cpu_s"], figures["windows"], figures["peak_rss_mib"]))
+
+
+def run_parallel_per_file(kind: str, items, scratch: Path, processes: int, threads: int | None) -> dict:
+    """The per-file code in `processes` plain processes started together, files dealt round-robin;
+    timed from the first process's start to the last one's end (imports apart)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    ready, results = context.Barrier(processes), context.Queue()
+    shares = [items[i::processes] for i in range(processes)]
+    procs = [context.Process(target=_per_file_share, args=(kind, share, str(scratch / f"p{i}"), threads, ready, results))
+             for i, share in enumerate(shares)]
+    for proc in procs:
+        proc.start()
+    done = [results.get() for _ in procs]
+    for proc in procs:
+        proc.join()
+    seconds = max(end for _, end, *_ in done) - min(start for start, *_ in done)
+    return {**rates(len(items), sum(d[3] for d in done), sum(i.bytes for i in items), seconds, processes),
+            "processes": processes, "cpu_s": round(sum(d[2] for d in done), 3),
+            "peak_rss_mib_per_process": max(d[4] for d in done), "windows": sum(d[3] for d in done)}
 
 
 def run_pipeline(kind: str, folder: Path, output: Path, cpus: int, nbytes: int) -> tuple[dict, dict]:
@@ -141,11 +188,16 @@ def benchmark(kind: str, root: Path, args) -> dict:
     items, _ = list_inputs([str(folder)])
     load_before = os.getloadavg()
     reference, ref_windows = run_reference(kind, items) if args.reference else (None, {})
-    per_file = run_per_file(kind, items, Path(tempfile.mkdtemp(prefix="per-file-", dir=root)))
+    per_file = run_per_file(kind, items, Path(tempfile.mkdtemp(prefix="per-file-", dir=root)), args.per_file_threads)
+    parallel = (run_parallel_per_file(kind, items, Path(tempfile.mkdtemp(prefix="parallel-", dir=root)), args.cpus,
+                                      args.per_file_threads) if args.ceiling else None)
     pipeline, our_windows = run_pipeline(kind, folder, Path(tempfile.mkdtemp(prefix="out-", dir=root)) / "corpus",
                                          args.cpus, sum(i.bytes for i in items))
     ratios = {"pipeline_vs_per_file": round(pipeline["processing"]["files_per_s"] / per_file["files_per_s"], 3),
               "pipeline_vs_per_file_wall": round(pipeline["wall"]["files_per_s"] / per_file["files_per_s"], 3)}
+    if parallel:  # what independent processes reach on this machine, and the pipeline's share of it
+        ratios["parallel_per_file_vs_per_file"] = round(parallel["files_per_s"] / per_file["files_per_s"], 3)
+        ratios["pipeline_vs_parallel_per_file"] = round(pipeline["processing"]["files_per_s"] / parallel["files_per_s"], 3)
     if reference:
         ref_rate = reference["files_per_s_per_core"]
         ratios = {"pipeline_per_core_vs_reference": round(pipeline["processing"]["files_per_s_per_core"] / ref_rate, 3),
@@ -153,7 +205,7 @@ def benchmark(kind: str, root: Path, args) -> dict:
                   "per_file_vs_reference": round(per_file["files_per_s"] / ref_rate, 3), **ratios}
     return {
         "files": len(items), "input_mb": round(sum(i.bytes for i in items) / 1e6, 1), "ratios": ratios,
-        "reference": reference, "per_file": per_file, "pipeline": pipeline,
+        "reference": reference, "per_file": per_file, "parallel_per_file": parallel, "pipeline": pipeline,
         "windows": compare(kind, our_windows, ref_windows) if reference else None,
         "load_avg_1min": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
     }
@@ -170,6 +222,12 @@ def main(argv: list[str] | None = None) -> dict:
                                                                 "e.g. for a corpus the per-file code takes >= 60 s on")
     parser.add_argument("--no-reference", dest="reference", action="store_false",
                         help="skip the reference loop (pipeline against its own per-file code only)")
+    parser.add_argument("--ceiling", action="store_true",
+                        help="also run the per-file code in --cpus plain processes at once (no Ray): the machine's "
+                             "ceiling for any pipeline")
+    parser.add_argument("--per-file-threads", type=int, default=None,
+                        help="native threads of the per-file side (default: the libraries' own, one per core; "
+                             "1: one core, as a pipeline worker holding one CPU)")
     parser.add_argument("--cpus", type=int, default=os.cpu_count(), help="CPUs of the local Ray (default: all)")
     parser.add_argument("--data", help="folder for the generated trees (kept and reused; default: a temp dir)")
     parser.add_argument("--quick", action="store_true", help="2 EDF of 330 s and 16 ECG records")

@@ -15,25 +15,27 @@ from tests.conftest import REPO_ROOT
 pytestmark = pytest.mark.slow
 
 
-def run_quick(script: str, ray_local, tmp_path) -> dict:
-    """`python benchmarks/<script> --quick`, joined to the session's Ray."""
+def run_quick(script: str, ray_local, tmp_path, *args: str) -> dict:
+    """`python benchmarks/<script> --quick ARGS`, joined to the session's Ray."""
     report = tmp_path / f"{script}.json"
     env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
-    proc = subprocess.run([sys.executable, f"benchmarks/{script}", "--quick", "--json", str(report)], cwd=REPO_ROOT,
+    proc = subprocess.run([sys.executable, f"benchmarks/{script}", "--quick", *args, "--json", str(report)], cwd=REPO_ROOT,
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(report.read_text())
 
 
 def test_prep_throughput_quick_gives_every_figure_and_the_reference_windows(ray_local, tmp_path):
-    report = run_quick("prep_throughput.py", ray_local, tmp_path)
+    report = run_quick("prep_throughput.py", ray_local, tmp_path, "--ceiling")
     for kind, tolerance in (("eeg", 0.02), ("ecg", 1e-4)):
         result = report[kind]
         windows = result["windows"]
         assert windows["same_windows"] and windows["matched"] == result["reference"]["windows"] > 0
         assert windows["relative_rms"] < tolerance and windows["max_window_relative_rms"] < tolerance
-        assert result["per_file"]["windows"] == result["pipeline"]["windows"] == windows["matched"]
-        for side in (result["reference"], result["per_file"], result["pipeline"]["wall"],
+        parallel = result["parallel_per_file"]  # the per-file code in one plain process per CPU of the cluster
+        assert parallel["processes"] == report["cpus"] and parallel["cpu_s"] > 0
+        assert result["per_file"]["windows"] == parallel["windows"] == result["pipeline"]["windows"] == windows["matched"]
+        for side in (result["reference"], result["per_file"], parallel, result["pipeline"]["wall"],
                      result["pipeline"]["processing"]):
             assert side["files_per_s"] > 0 and side["windows_per_s"] > 0 and side["mb_per_s"] > 0
         assert result["reference"]["peak_rss_mib"] > 0 and result["pipeline"]["peak_rss_mib"] > 0
