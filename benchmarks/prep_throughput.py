@@ -80,9 +80,10 @@ def run_reference(kind: str, items) -> tuple[dict, dict]:
             "peak_rss_mib": memory.mib(), "windows": count}, windows
 
 
-def run_per_file(kind: str, items, scratch: Path, threads: int | None = None) -> dict:
+def run_per_file(kind: str, items, scratch: Path, threads: int | None = None, before_timing=None) -> dict:
     """`threads`: cap the native thread pools (OpenMP, BLAS, Arrow) at this many, as a pipeline
-    worker holding that many CPUs is; None leaves the libraries' defaults (one per core)."""
+    worker holding that many CPUs is; None leaves the libraries' defaults (one per core).
+    `before_timing()` is called once the imports are done, just before the clock starts."""
     import contextlib
 
     import pyarrow as pa
@@ -101,7 +102,10 @@ def run_per_file(kind: str, items, scratch: Path, threads: int | None = None) ->
     arrow_threads = pa.cpu_count()
     if threads:
         pa.set_cpu_count(threads)
+    if before_timing:
+        before_timing()
     with PeakRSS() as memory, (threadpool_limits(threads) if threads else contextlib.nullcontext()):
+        started_at = time.time()
         started, cpu = time.perf_counter(), time.process_time()
         writer = ShardWriter(pafs.LocalFileSystem(), str(scratch), new_prefix(), 128 * 2**20, 64 * 2**20)
         for item in items:
@@ -114,19 +118,14 @@ def run_per_file(kind: str, items, scratch: Path, threads: int | None = None) ->
     pa.set_cpu_count(arrow_threads)
     return {**rates(len(items), count, sum(i.bytes for i in items), seconds, 1), "cpu_s": round(cpu, 3),
             "cores_used": round(cpu / seconds, 2), "threads": threads or "default",
-            "peak_rss_mib": memory.mib(), "windows": count}
+            "peak_rss_mib": memory.mib(), "windows": count, "started_at": started_at}
 
 
 def _per_file_share(kind: str, items, scratch: str, threads: int | None, ready, results) -> None:
-    """One process of the ceiling: imports as a worker does, waits for the others, then its share."""
-    from physiofm.data.presets import get_preset
-
-    get_preset("cbramod-eeg" if kind == "eeg" else "ecg").prepare()
-    import ray.data.block  # noqa: F401 - as in run_per_file
-    ready.wait()
-    started = time.time()
-    figures = run_per_file(kind, items, Path(scratch), threads)
-    results.put((started, time.time(), figures["cpu_s"], figures["windows"], figures["peak_rss_mib"]))
+    """One process of the ceiling: its share, timed once every process has done its imports."""
+    figures = run_per_file(kind, items, Path(scratch), threads, before_timing=ready.wait)
+    results.put((figures["started_at"], figures["started_at"] + figures["seconds"], figures["cpu_s"],
+                 figures["windows"], figures["peak_rss_mib"]))
 
 
 def run_parallel_per_file(kind: str, items, scratch: Path, processes: int, threads: int | None) -> dict:
