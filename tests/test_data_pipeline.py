@@ -147,10 +147,13 @@ def test_window_schema_and_corpus_json(prepared):
     assert (windows["label"] == -1).all() and set(windows["window_start_s"]) == {0.0, 30.0}
 
 
-def test_two_runs_give_bit_identical_windows(corpus, prepared, tmp_path):
+def test_two_runs_give_bit_identical_windows(corpus, prepared, tmp_path, ray_local):
     output, _ = prepared
     again = tmp_path / "again"
+    free = ray_local.available_resources().get("CPU", 0.0)
     prepare_corpus([str(corpus)], str(again), preset="cbramod-eeg", preset_options=EEG_OPTIONS, files_per_commit=4)
+    # its workers' CPUs are free again when it returns: a training run's corpus read follows at once
+    assert ray_local.available_resources().get("CPU", 0.0) >= free, (ray_local.available_resources(), free)
     assert_same_windows(rows_by_key(read_windows(str(output)), ""), rows_by_key(read_windows(str(again)), ""))
 
 

@@ -396,6 +396,7 @@ class _Run:
         self.files_per_commit, self.files_per_task = files_per_commit, files_per_task
         self.say, self.on_commit, self.counts, self.total = say, on_commit, counts, total
         self.tracker = ray.remote(num_cpus=0)(Tracker).remote()
+        self.cpus_free_before = float(ray.available_resources().get("CPU", 0.0))
         self.done: set[str] = set()
         self.failures: dict[str, int] = {}  # executions a file failed alone
         self.sequence = 0
@@ -403,10 +404,17 @@ class _Run:
         self.first_task_at: float | None = None  # wall clock (time.time) of the first task's start
         self.last_result_at: float | None = None
 
-    def close(self) -> None:
+    def close(self, release_wait_s: float = 10.0) -> None:
+        """Stop the tracker, and return once the pool's CPUs are free again (as before the run): Ray Data
+        stops its actors asynchronously, and the next dataset this driver runs (a training run's corpus
+        read, right after preparing it) would otherwise find no free CPU and warn that it may hang."""
         import ray
 
         ray.kill(self.tracker)
+        deadline = time.monotonic() + release_wait_s
+        while (float(ray.available_resources().get("CPU", 0.0)) < self.cpus_free_before
+               and time.monotonic() < deadline):
+            time.sleep(0.05)
 
     def process(self, items: list[InputFile], per_task: int | None = None) -> None:
         """Process and commit `items`. When a worker dies, the files it was working on are retried
