@@ -23,7 +23,7 @@ def workers_up(head: RayHead) -> dict[str, int]:
     return {kind: n for kind, n in head.active_node_types().items() if kind != "ray.head.default"}
 
 
-def wait_until(predicate, timeout_s: float, what: str, poll_s: float = 3.0):
+def wait_until(predicate, timeout_s: float, what: str, poll_s: float = 1.0):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = predicate()
@@ -34,11 +34,9 @@ def wait_until(predicate, timeout_s: float, what: str, poll_s: float = 3.0):
 
 
 def run_watching(head: RayHead, entrypoint: list[str], timeout_s: float,
-                 poll_s: float = 2.0) -> tuple[subprocess.CompletedProcess, list]:
+                 poll_s: float = 1.0) -> tuple[subprocess.CompletedProcess, list]:
     """Submit a job and sample the worker nodes up until it ends: (the submission, [(s, {type: n})...]).
-
-    Every sample is a `ray status` process (~1.5 s of CPU on 2 cores, taken from the job): a long job
-    is sampled less often (`poll_s`)."""
+    Each sample is one request to the head's dashboard (not a `ray status` process)."""
     env = head.env
     # No --working-dir: the fake nodes share this machine's disk and session folder, and one that stops
     # removes the job's unpacked working dir under the driver's feet; the checkout is on PYTHONPATH.
@@ -83,7 +81,7 @@ def test_a_job_scales_the_cluster_up_and_it_scales_back_down(ecg_corpus, tmp_pat
         train, samples = run_watching(head, [
             "python", str(REPO_ROOT / "jobs" / "pretrain_ecg.py"), "--corpus", ecg_corpus, "--num-workers", "2", "--resource",
             "gpu_like=1", "--max-steps", "2", "--checkpoint-every", "2", "--output", str(tmp_path / "runs"),
-            "--name", "scaled", "--config", str(small), "--scale-up-timeout", "300"], timeout_s=600, poll_s=5.0)
+            "--name", "scaled", "--config", str(small), "--scale-up-timeout", "300"], timeout_s=600)
         assert train.returncode == 0, train.stdout[-4000:] + train.stderr[-4000:]
         assert "waiting for 2 gpu_like workers: 0 up" in train.stdout  # the progress line of the scale-up
         assert "2 gpu_like workers' nodes are up" in train.stdout and "global_step=2" in train.stdout
