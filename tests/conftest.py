@@ -20,9 +20,9 @@ SHARED = Path(os.environ.get("PHYSIOFM_SHARED", REPO_ROOT.parent / "shared"))
 # Token auth must agree between every process that starts or talks to a cluster (Ray >= 2.59).
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 # The tests' cluster runs as a job's own local Ray does (physiofm.platform.console: no preemption
-# watcher, one Parquet footer reader per listing, Ray Data's console at WARNING), and its Ray Train
-# controller polls its workers every 0.5 s (default 2 s, lost at the end of every run).
-for _name, _value in {**local_ray_environment(), "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}.items():
+# watcher, one Parquet footer reader per listing, Ray Data's console at WARNING, Ray Train's controller
+# polling its workers every 0.5 s).
+for _name, _value in local_ray_environment().items():
     os.environ.setdefault(_name, _value)
 # Workers of an owned local cluster must import this checkout, not another install.
 os.environ["PYTHONPATH"] = os.pathsep.join(

@@ -108,3 +108,17 @@ def test_job_help_explains_each_flag(capsys):
     for flag in ("--corpus", "--output", "--name", "--num-workers", "--use-gpu", "--zero-stage",
                  "--max-steps", "--batch-size", "--intra-ratio", "--inter-ratio", "--config"):
         assert flag in out
+
+
+def test_a_jobs_own_local_ray_polls_its_training_workers_faster_than_rays_default(monkeypatch):
+    """Ray Train's controller sees the last report and the workers' exit one poll late each: on a job's
+    own local Ray the poll is 0.5 s, not Ray's 2 s (about 3 s off the end of every run); a value the
+    user set is kept."""
+    from ray.train.v2._internal.constants import DEFAULT_HEALTH_CHECK_INTERVAL_S, HEALTH_CHECK_INTERVAL_S_ENV_VAR
+
+    from physiofm.platform.console import local_ray_environment
+
+    monkeypatch.delenv(HEALTH_CHECK_INTERVAL_S_ENV_VAR, raising=False)
+    assert float(local_ray_environment()[HEALTH_CHECK_INTERVAL_S_ENV_VAR]) == 0.5 < DEFAULT_HEALTH_CHECK_INTERVAL_S
+    monkeypatch.setenv(HEALTH_CHECK_INTERVAL_S_ENV_VAR, "3")
+    assert local_ray_environment()[HEALTH_CHECK_INTERVAL_S_ENV_VAR] == "3"
