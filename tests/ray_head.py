@@ -116,13 +116,15 @@ class RayHead:
     def __exit__(self, *exc) -> None:
         if self.process is not None:
             group = self.process.pid  # start_new_session: the head leads its own process group
-            for sig in (signal.SIGTERM, signal.SIGKILL):  # then whatever of the group is left
+            # SIGTERM lets the processes flush their logs; a head's GCS, raylet and autoscaler then take
+            # about 60 s to end on their own (Ray 2.60), so whatever of the group is left is killed.
+            for sig, grace_s in ((signal.SIGTERM, 1.0), (signal.SIGKILL, 10.0)):
                 try:
                     os.killpg(group, sig)
                 except ProcessLookupError:
                     break
                 try:
-                    self.process.wait(10)
+                    self.process.wait(grace_s)
                 except subprocess.TimeoutExpired:
                     pass
         shutil.rmtree(self.temp_dir, ignore_errors=True)
