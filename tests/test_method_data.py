@@ -35,6 +35,13 @@ def deap_corpus(ray_local, tmp_path_factory):
     return prepared(root, "physiosync")
 
 
+@pytest.fixture(scope="module")
+def deap_windows(deap_corpus):
+    """The corpus's windows held in Ray's object store, as the trainer holds a small corpus
+    (`data.in_memory_mb`): each test's passes then read memory, not the Parquet files again."""
+    return training_dataset(deap_corpus, columns=SYNC_COLUMNS).materialize()
+
+
 def physiosync(**method):
     cfg = TrainConfig.from_dict({"method": {"name": "physiosync", **method}, "data": {"corpus": "x"}})
     cfg.method.check_corpus({"eeg": (32, 640), "peripheral": (1, 640)})
@@ -64,7 +71,7 @@ def test_scmm_min_max_is_fitted_on_the_training_side_only(ray_local, tmp_path):
     corpus = prepared(tmp_path, "scmm-de")
     cfg = TrainConfig.from_dict({"method": {"name": "scmm"}, "data": {"corpus": corpus}})
     cfg.method.check_corpus({"x": (62, 5)})
-    train, validation, held_out = split_by_group(training_dataset(corpus, columns=["x", "recording"]),
+    train, validation, held_out = split_by_group(training_dataset(corpus, columns=["x", "recording"]).materialize(),
                                                  ["recording"], 0.5, seed=0)
     streamed = cfg.method.prepare_datasets({"train": train, "validation": validation}, ["x"])
     assert set(streamed["train"].columns()) == {"x"}
@@ -91,11 +98,10 @@ def segment_rows(ds) -> dict[str, np.ndarray]:
     return {name: np.stack([row[name] for row in rows]) for name in ("eeg", "peripheral")}
 
 
-def test_segments_stack_every_subject_of_a_stretch_and_split_by_trial(deap_corpus, capsys):
+def test_segments_stack_every_subject_of_a_stretch_and_split_by_trial(deap_corpus, deap_windows, capsys):
     cfg = physiosync(resolution="long")
     by = list(cfg.data.validation_by)
-    train, validation, held_out = split_by_group(training_dataset(deap_corpus, columns=SYNC_COLUMNS), by, 0.25,
-                                                 seed=0)
+    train, validation, held_out = split_by_group(deap_windows, by, 0.25, seed=0)
     sides = {"train": train.select_columns(["trial", "subject"]).to_pandas(),
              "validation": validation.select_columns(["trial", "subject"]).to_pandas()}
     assert not set(sides["train"]["trial"]) & set(sides["validation"]["trial"])  # no trial on both sides
@@ -120,10 +126,10 @@ def test_segments_stack_every_subject_of_a_stretch_and_split_by_trial(deap_corpu
         np.testing.assert_array_equal(segment, windows["eeg"][same][order])  # subjects s01..s04 in order
 
 
-def test_short_resolution_cuts_each_segment_into_five_one_second_segments(deap_corpus):
+def test_short_resolution_cuts_each_segment_into_five_one_second_segments(deap_corpus, deap_windows):
     cfg = physiosync(resolution="short")
     short = segment_rows(cfg.method.prepare_datasets(
-        {"train": training_dataset(deap_corpus, columns=SYNC_COLUMNS)}, ["eeg", "peripheral"])["train"])
+        {"train": deap_windows}, ["eeg", "peripheral"])["train"])
     assert short["eeg"].shape == (36 * 5, 4, 32, 128) and short["peripheral"].shape == (180, 4, 1, 128)
 
     windows = read_windows(deap_corpus, columns=["peripheral", "trial", "window_index", "subject"])
@@ -136,9 +142,9 @@ def test_short_resolution_cuts_each_segment_into_five_one_second_segments(deap_c
     assert {row.tobytes() for row in short["peripheral"]} == expected and len(expected) == 180
 
 
-def test_a_split_that_puts_one_trial_on_both_sides_is_refused(deap_corpus):
+def test_a_split_that_puts_one_trial_on_both_sides_is_refused(deap_windows):
     cfg = physiosync()
-    train, validation, _ = split_by_group(training_dataset(deap_corpus, columns=SYNC_COLUMNS), ["subject"], 0.25)
+    train, validation, _ = split_by_group(deap_windows, ["subject"], 0.25)
     with pytest.raises(ConfigError, match=r"physiosync: 4 trials have windows in both training and validation .*"
                                           r"data.validation_by: \['dataset', 'session', 'trial'\]"):
         cfg.method.prepare_datasets({"train": train, "validation": validation}, ["eeg", "peripheral"])

@@ -55,7 +55,7 @@ def read_trials(uri: str, fmt: str = "auto", retry_policy: storage.RetryPolicy =
     with stage([uri]) as (path,):
         _check_not_empty(path)
         if kind == "mat":
-            kind = layout(path)
+            kind = layout(path, budget)
         if kind in ("edf", "bdf"):
             return _checked(read_edf(path, uri, kind, decode_only, budget), budget)
         if kind == "deap":

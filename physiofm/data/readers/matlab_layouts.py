@@ -1,6 +1,7 @@
 """The emotion datasets' MATLAB layouts (SEED, SEED-IV, DREAMER, AMIGOS) through scipy.io."""
 from __future__ import annotations
 
+import functools
 import math
 import re
 import struct
@@ -73,13 +74,20 @@ def decompressed_bytes(path: str, limit: int) -> int:
                     return total
 
 
+@functools.lru_cache(maxsize=64)
+def _inflated(path: str, size: int, mtime_ns: int, limit: int) -> int:
+    """`decompressed_bytes` once per file state: the layout check and the reader's load share it."""
+    return decompressed_bytes(path, limit)
+
+
 def check_decompression(path: str, budget: FileBudget) -> None:
     """Reject a .mat whose compressed variables inflate beyond the budget (per recording, and
-    relative to the file's size) before scipy allocates them."""
-    size = Path(path).stat().st_size
+    relative to the file's size) before scipy allocates them, or lists them: scipy inflates 128 KB
+    of compressed data per read, 128 MB of a bomb's, even for a variable's header."""
+    stat = Path(path).stat()
+    size = stat.st_size
     limit = min(budget.max_recording_bytes, max(16 * MIB, int(budget.max_expansion * size)))
-    inflated = decompressed_bytes(path, limit)
-    if inflated > limit:
+    if _inflated(str(path), size, stat.st_mtime_ns, limit) > limit:
         raise RecordingRejected(
             f"MATLAB file {Path(path).name}: its compressed variables inflate to more than {mib(limit)} from "
             f"{mib(size)} on disk (limits: budget max_recording_mib, max_expansion {budget.max_expansion:g}x)",
@@ -96,8 +104,9 @@ def load(path: str, budget: FileBudget | None = None, **kwargs) -> dict:
         raise RecordingRejected(f"not a readable MATLAB file: {error_text(error)}", "unreadable")
 
 
-def layout(path: str) -> str:
+def layout(path: str, budget: FileBudget | None = None) -> str:
     """Which dataset wrote this .mat file, from its variable names alone."""
+    check_decompression(path, budget or FileBudget())
     try:
         names = [name for name, _, _ in scipy.io.whosmat(path)]
     except Exception as error:  # noqa: BLE001
