@@ -194,3 +194,38 @@ def test_corpus_with_no_windows_fails_before_any_worker_starts(ray_local, tmp_pa
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "data.corpus" in proc.stderr and "holds no windows" in proc.stderr and "rejected" in proc.stderr
     assert "starting a local Ray" not in proc.stdout and not (tmp_path / "runs").exists()
+
+
+WORKER_START = """
+import json, os, sys
+os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=sys.argv[1], RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+from physiofm.platform.console import quiet_training_worker
+quiet_training_worker(use_gpu=False)
+import deepspeed, torch, torch.distributed as dist
+dist.init_process_group("gloo")
+model = torch.nn.Linear(4, 2)
+engine, *_ = deepspeed.initialize(model=model, optimizer=torch.optim.AdamW(model.parameters(), lr=0.1), config={
+    "train_micro_batch_size_per_gpu": 2, "zero_optimization": {"stage": 2}, "zero_allow_untested_optimizer": True})
+before = model.weight.detach().clone()
+loss = engine(torch.ones(2, 4)).sum()
+engine.backward(loss)
+engine.step()
+from deepspeed.runtime.zero.muon.muon_optimizer import MuonWithAuxAdam
+print(json.dumps({"inductor": "torch._inductor.compile_fx" in sys.modules, "muon": isinstance(MuonWithAuxAdam, type),
+                  "moved": float((engine.module.weight - before).abs().max())}))
+"""
+
+
+def test_a_training_worker_starts_deepspeed_without_compiling_its_muon_kernels():
+    """A worker's ZeRO-2 start and step as `train_loop_per_worker` makes them: DeepSpeed's Muon module is
+    imported (its type checks use it) but torch's inductor is not (it cost 2.3 s of CPU per worker)."""
+    import json
+
+    from tests.ray_head import free_ports
+
+    proc = subprocess.run([sys.executable, "-c", WORKER_START, str(free_ports(1)[0])], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert seen["muon"] and seen["moved"] > 0  # DeepSpeed checked its types and the step applied
+    assert not seen["inductor"], "torch's inductor was imported at the worker's start"

@@ -67,7 +67,7 @@ def quiet_training_worker(use_gpu: bool) -> None:
 
     On CPU: name the accelerator (DeepSpeed warns when it falls back to CPU by detection), and skip
     DeepSpeed's shared-memory all-reduce op, which serves inference only and prints a line each time
-    it is loaded.
+    it is loaded. On every device: DeepSpeed's Muon kernels are compiled only if called.
     """
     import warnings
 
@@ -78,7 +78,46 @@ def quiet_training_worker(use_gpu: bool) -> None:
         import deepspeed.ops
 
         deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+    defer_deepspeed_muon_compile()
     our_logger()
+
+
+def defer_deepspeed_muon_compile() -> None:
+    """DeepSpeed's ZeRO code imports its Muon optimizer module for type checks, and that module's
+    `@torch.compile` decorators import torch's inductor at import: 2.3 s of CPU in every training
+    worker, at every start, for kernels that run only when Muon is the optimizer (ours is always a
+    torch one, `build_optimizer`). The module is imported here with DeepSpeed's `compile()` decorator
+    made lazy: each kernel is compiled by torch on its first call, as before, and never otherwise."""
+    import functools
+
+    import torch
+
+    try:
+        from deepspeed.runtime import compiler
+    except ImportError:
+        return
+    eager_compile = getattr(compiler, "compile", None)
+    if eager_compile is None:  # another DeepSpeed: nothing to defer
+        return
+
+    def lazily(fn):
+        compiled = []
+
+        @functools.wraps(fn)
+        def call(*args, **kwargs):
+            if not compiled:
+                compiled.append(torch.compile(fn))
+            return compiled[0](*args, **kwargs)
+
+        return call
+
+    compiler.compile = lambda: lazily
+    try:
+        import deepspeed.runtime.zero.muon.muon_optimizer  # noqa: F401
+    except ImportError:
+        pass
+    finally:
+        compiler.compile = eager_compile
 
 
 def our_logger() -> logging.Logger:
