@@ -1,9 +1,10 @@
 """Shared test fixtures: the read-only `../shared/` material, one owned local Ray for the whole test
 run (`ray_local`), one demo cache (`demo_cache`, `job_env`) and one prepared ECG corpus (`ecg_corpus`).
 
-Tiers: unit tests (`pytest -m "not slow"`) start no training run; `slow` tests are end-to-end runs
-(Ray Train + DeepSpeed, jobs as subprocesses, pipelines killed and resumed); `soak` tests (long, by
-hand: `pytest -m soak`) are excluded by default and count as slow.
+Tiers: unit tests (`pytest -m "not slow"`) start no training run and run the preparation pipeline
+only to build the shared corpora (one per session or module); `slow` tests are end-to-end runs (Ray
+Train + DeepSpeed, jobs run whole, pipelines over inputs of their own, killed and resumed); `soak`
+tests (long, by hand: `pytest -m soak`) are excluded by default and count as slow.
 """
 from __future__ import annotations
 

@@ -522,6 +522,7 @@ def test_readers_resample_without_spreading_invalid_samples(tmp_path):
     assert RepairNaN()(rec).meta["nan_interpolated"] == 4  # 2 at 128 Hz cover 4 recorded at 256 Hz
 
 
+@pytest.mark.slow  # end to end: runs the preparation pipeline on Ray over inputs of its own
 def test_a_prepared_wfdb_tree_has_one_manifest_row_per_record_and_a_report(tmp_path, ray_local):
     from physiofm.data import prepare_corpus, read_manifest
 

@@ -19,6 +19,7 @@ from tests.conftest import REPO_ROOT
 JOB = runpy.run_path(str(Path(__file__).resolve().parents[1] / "jobs" / "prepare_corpus.py"), run_name="job")
 
 
+@pytest.mark.slow  # end to end: the job's main, preparing a corpus on Ray
 def test_job_without_arguments_prepares_the_demo_corpus_into_the_cache(tmp_path, demo_cache, ray_local,
                                                                        monkeypatch, capsys):
     """No flags: the ECG demo corpus of the pretraining job, prepared under the cache folder
@@ -62,6 +63,7 @@ def test_empty_or_missing_input_fails_before_ray_starts_naming_the_path(tmp_path
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow  # end to end: the job's main, preparing a corpus on Ray
 def test_job_with_inputs_modality_and_preset_options(tmp_path, ray_local, capsys):
     synthetic.write_tueg(tmp_path / "raw", n_subjects=2, duration_s=40.0)
     (tmp_path / "raw" / "broken.edf").write_bytes(b"not an edf")

@@ -147,6 +147,7 @@ def test_window_schema_and_corpus_json(prepared):
     assert (windows["label"] == -1).all() and set(windows["window_start_s"]) == {0.0, 30.0}
 
 
+@pytest.mark.slow  # end to end: runs the preparation pipeline on Ray over inputs of its own
 def test_two_runs_give_bit_identical_windows(corpus, prepared, tmp_path, ray_local):
     output, _ = prepared
     again = tmp_path / "again"
@@ -206,6 +207,7 @@ def test_interrupted_run_resumes_without_redoing_finished_recordings(corpus, pre
     assert fresh["files"] == 2 and fresh["processed_now"] == 2 and fresh["rejected"] == 2
 
 
+@pytest.mark.slow  # end to end: runs the preparation pipeline on Ray over inputs of its own
 def test_s3_run_gives_the_same_windows_as_the_local_run(corpus, prepared, s3_bucket):
     fs, bucket = storage.fsspec_filesystem(s3_bucket)
     fs.put(str(corpus), f"{bucket}/raw", recursive=True)
@@ -234,6 +236,7 @@ def test_training_dataset_streams_the_shards(prepared):
     assert list(limited) == ["x"] and limited["x"].shape == (3, 19, 30, 200)
 
 
+@pytest.mark.slow  # end to end: runs the preparation pipeline on Ray over inputs of its own
 def test_corpus_without_windows_fails_fast(corpus, tmp_path, ray_local):
     with pytest.raises(FileNotFoundError, match=r"no prepared corpus at .*corpus\.json is missing"):
         corpus_info(str(tmp_path / "nothing"))
@@ -292,6 +295,7 @@ def test_a_file_that_kills_its_worker_is_isolated_and_rejected(corpus, tmp_path,
     assert summary["windows"] == 2 and len(read_windows(str(tmp_path / "out"))["x"]) == 2
 
 
+@pytest.mark.slow  # end to end: runs the preparation pipeline on Ray over inputs of its own
 def test_recordings_with_different_window_shapes_cannot_share_a_corpus(tmp_path, ray_local):
     synthetic.write_deap(tmp_path / "raw", n_trials=1)  # 32 EEG + GSR
     synthetic.write_dreamer(tmp_path / "raw", n_subjects=1, n_trials=1, stimulus_s=10.0)  # 14 EEG + 2 ECG

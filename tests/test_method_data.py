@@ -66,6 +66,7 @@ def test_seed_channels_align_to_deap_by_name_in_any_file_order(tmp_path):
     np.testing.assert_allclose(get_preset("scmm-de-deap32")(shuffled_deap).tensors["x"], deap_x, rtol=1e-6)
 
 
+@pytest.mark.slow  # end to end: runs the preparation pipeline on Ray over inputs of its own
 def test_scmm_min_max_is_fitted_on_the_training_side_only(ray_local, tmp_path):
     synthetic.write_seed(tmp_path / "raw", subjects=(1, 2), trial_s=3.0)
     corpus = prepared(tmp_path, "scmm-de")
@@ -150,6 +151,7 @@ def test_a_split_that_puts_one_trial_on_both_sides_is_refused(deap_windows):
         cfg.method.prepare_datasets({"train": train, "validation": validation}, ["eeg", "peripheral"])
 
 
+@pytest.mark.slow  # end to end: runs the preparation pipeline on Ray over inputs of its own
 def test_dreamer_peripheral_windows_are_its_real_ecg(ray_local, tmp_path):
     path = synthetic.write_dreamer(tmp_path / "raw", n_subjects=1, n_trials=2, stimulus_s=10.0)
     windows = read_windows(prepared(tmp_path, "physiosync"), columns=["eeg", "peripheral", "trial", "window_index"])
