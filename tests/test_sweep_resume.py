@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from physiofm.platform.sweep import recorded_trials, set_aside_cut_attempts
+from physiofm.platform.sweep import UNRECORDED, recorded_trials, set_aside_cut_attempts, set_aside_unrecorded_trials
 
 
 def write_sweep(root, statuses: dict[str, str]) -> None:
@@ -45,3 +45,27 @@ def test_a_resume_sets_aside_the_logs_of_cut_and_failed_attempts_and_keeps_finis
     assert set_aside_cut_attempts(str(sweep), recorded) == [f"{sweep}/trial_cut/interrupted_attempt_2"]
     assert (sweep / "trial_cut" / "interrupted_attempt_1" / "result.json").read_text().count("epoch") == 2
     assert (sweep / "trial_cut" / "interrupted_attempt_2" / "result.json").read_text() == '{"epoch": 1}\n'
+
+
+def test_a_resume_moves_aside_the_folder_of_a_trial_its_saved_state_never_recorded(tmp_path):
+    """Killed just after a trial started: its folder exists, the saved state does not know it, and the
+    resumed sweep draws another trial instead. The old folder leaves the sweep's trial folders, whole."""
+    sweep = tmp_path / "runs" / "demo"
+    write_sweep(sweep, {"done": "TERMINATED", "cut": "RUNNING", "late": "RUNNING"})
+    state = json.loads((sweep / "experiment_state-2026-12-02_10-00-00.json").read_text())
+    state["trial_data"] = [entry for entry in state["trial_data"] if "late" not in entry[0]]  # saved before it began
+    (sweep / "experiment_state-2026-12-02_10-00-00.json").write_text(json.dumps(state))
+    recorded = recorded_trials(str(sweep))
+    assert set(recorded) == {"done", "cut"}
+
+    assert set_aside_unrecorded_trials(str(sweep), recorded) == [f"{sweep}/{UNRECORDED}/trial_late"]
+    assert sorted(p.name for p in sweep.glob("trial_*")) == ["trial_cut", "trial_done"]  # the sweep's own trials
+    late = sweep / UNRECORDED / "trial_late"
+    assert sorted(p.name for p in late.iterdir()) == ["events.out.tfevents.1.host", "params.json", "progress.csv",
+                                                      "result.json"]
+    assert (late / "result.json").read_text() == '{"epoch": 1}\n{"epoch": 2}\n'  # moved whole, not rewritten
+    assert set_aside_unrecorded_trials(str(sweep), recorded) == []  # nothing left to move
+
+    (sweep / "trial_late").mkdir()  # the same name again on a later resume: kept beside the first
+    assert set_aside_unrecorded_trials(str(sweep), recorded) == [f"{sweep}/{UNRECORDED}/trial_late_2"]
+    assert (late / "result.json").exists()

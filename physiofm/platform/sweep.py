@@ -327,10 +327,13 @@ def build_tuner(p: SweepPlan, data, max_concurrent: int, log: Log = print):
         recorded = recorded_trials(p.sweep_uri)
         kept = sum(status == "TERMINATED" for status in recorded.values())
         set_aside = set_aside_cut_attempts(p.sweep_uri, recorded)
+        unrecorded = set_aside_unrecorded_trials(p.sweep_uri, recorded)
         log(f"[tune] {p.sweep_uri} holds this sweep: resuming it; {kept} finished trials are kept, "
             f"{len(recorded) - kept} interrupted or failed ones run again, "
             f"{max(0, cfg.num_samples - len(recorded))} not yet started"
-            + (f"; the logs of {len(set_aside)} cut attempts are kept in <trial>/{CUT_ATTEMPT}_N" if set_aside else ""))
+            + (f"; the logs of {len(set_aside)} cut attempts are kept in <trial>/{CUT_ATTEMPT}_N" if set_aside else "")
+            + (f"; {len(unrecorded)} trials started after the last saved state are kept in {UNRECORDED}/"
+               if unrecorded else ""))
         return tune.Tuner.restore(_tune_path(p.sweep_uri), trainable=trainable, resume_unfinished=True,
                                   resume_errored=False, restart_errored=True, storage_filesystem=filesystem), True
     if cfg.search == "optuna":
@@ -382,6 +385,31 @@ def set_aside_cut_attempts(sweep_uri: str, recorded: dict[str, str]) -> list[str
         fs.makedirs(target, exist_ok=True)
         for file in files:
             storage.retry(lambda f=file: fs.mv(f, f"{target}/{f.rsplit('/', 1)[-1]}"), what=f"set aside {file}")
+        moved.append(target)
+    return moved
+
+
+#: where a resume moves the folders of trials that started after Tune last saved its state
+UNRECORDED = "interrupted_unrecorded_trials"
+
+
+def set_aside_unrecorded_trials(sweep_uri: str, recorded: dict[str, str]) -> list[str]:
+    """A sweep killed just after a trial started leaves that trial's folder, but Tune's last saved state
+    does not know the trial: the resumed sweep draws a new one in its place, and the old folder would
+    stand beside the sweep's trials as one more (an empty TensorBoard run, no result). Such folders
+    move, whole, to `UNRECORDED/`; returns where they went."""
+    fs, path = storage.fsspec_filesystem(sweep_uri)
+    moved = []
+    for folder in sorted(fs.glob(f"{path}/trial_*")):
+        name = folder.rstrip("/").rsplit("/", 1)[-1]
+        if name.removeprefix("trial_") in recorded or not fs.isdir(folder):
+            continue
+        target, n = f"{path}/{UNRECORDED}/{name}", 1
+        while fs.exists(target):
+            n += 1
+            target = f"{path}/{UNRECORDED}/{name}_{n}"
+        fs.makedirs(f"{path}/{UNRECORDED}", exist_ok=True)
+        storage.retry(lambda f=folder, t=target: fs.mv(f, t, recursive=True), what=f"set aside {folder}")
         moved.append(target)
     return moved
 
