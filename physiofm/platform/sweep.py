@@ -326,8 +326,9 @@ def build_tuner(p: SweepPlan, data, max_concurrent: int, log: Log = print):
     if Tune_can_restore(p.sweep_uri, filesystem):
         recorded = recorded_trials(p.sweep_uri)
         kept = sum(status == "TERMINATED" for status in recorded.values())
-        set_aside = set_aside_cut_attempts(p.sweep_uri, recorded)
-        unrecorded = set_aside_unrecorded_trials(p.sweep_uri, recorded)
+        staging = driver_staging_copies(p.sweep_uri)  # Tune reuses it on the cluster that ran the sweep
+        set_aside = set_aside_cut_attempts(p.sweep_uri, recorded, staging)
+        unrecorded = set_aside_unrecorded_trials(p.sweep_uri, recorded, staging)
         log(f"[tune] {p.sweep_uri} holds this sweep: resuming it; {kept} finished trials are kept, "
             f"{len(recorded) - kept} interrupted or failed ones run again, "
             f"{max(0, cfg.num_samples - len(recorded))} not yet started"
@@ -367,25 +368,32 @@ ATTEMPT_LOGS = ("events.out.tfevents.*", "result.json", "progress.csv")
 CUT_ATTEMPT = "interrupted_attempt"
 
 
-def set_aside_cut_attempts(sweep_uri: str, recorded: dict[str, str]) -> list[str]:
+def set_aside_cut_attempts(sweep_uri: str, recorded: dict[str, str], staging: list[str] = ()) -> list[str]:
     """A resumed sweep runs its unfinished and failed trials again from their first epoch (a trial
     reports no checkpoint), and Tune appends the new attempt's logs to the old ones: one curve would
     show the cut attempt and the rerun over the same epochs. The cut attempt's logs move, first, to
-    `<trial>/interrupted_attempt_N/` (TensorBoard shows it as a run of its own); returns those folders."""
+    `<trial>/interrupted_attempt_N/` (TensorBoard shows it as a run of its own), in the sweep and in
+    Tune's `staging` copies of it (`driver_staging_copies`); returns those folders of the sweep."""
     fs, path = storage.fsspec_filesystem(sweep_uri)
+    copies = [(fs, path), *((fsspec_local(), root) for root in staging)]
     moved = []
     for trial_id, status in sorted(recorded.items()):
         if status == "TERMINATED":
             continue
-        folder = f"{path}/trial_{trial_id}"
-        files = sorted(f for pattern in ATTEMPT_LOGS for f in fs.glob(f"{folder}/{pattern}"))
-        if not files:  # never started
+        folders = [(cfs, f"{root}/trial_{trial_id}") for cfs, root in copies]
+        logs = [(cfs, folder, sorted(f for pattern in ATTEMPT_LOGS for f in cfs.glob(f"{folder}/{pattern}")))
+                for cfs, folder in folders]
+        if not any(files for _, _, files in logs):  # never started
             continue
-        target = f"{folder}/{CUT_ATTEMPT}_{1 + len(fs.glob(f'{folder}/{CUT_ATTEMPT}_*'))}"
-        fs.makedirs(target, exist_ok=True)
-        for file in files:
-            storage.retry(lambda f=file: fs.mv(f, f"{target}/{f.rsplit('/', 1)[-1]}"), what=f"set aside {file}")
-        moved.append(target)
+        # one number in every copy: Tune's upload of its copy then lands on the same folder of the sweep
+        n = 1 + max(len(cfs.glob(f"{folder}/{CUT_ATTEMPT}_*")) for cfs, folder in folders)
+        for cfs, folder, files in logs:
+            target = f"{folder}/{CUT_ATTEMPT}_{n}"
+            for file in files:
+                cfs.makedirs(target, exist_ok=True)
+                storage.retry(lambda f=file, c=cfs, t=target: c.mv(f, f"{t}/{f.rsplit('/', 1)[-1]}"),
+                              what=f"set aside {file}")
+        moved.append(f"{path}/trial_{trial_id}/{CUT_ATTEMPT}_{n}")
     return moved
 
 
@@ -393,25 +401,56 @@ def set_aside_cut_attempts(sweep_uri: str, recorded: dict[str, str]) -> list[str
 UNRECORDED = "interrupted_unrecorded_trials"
 
 
-def set_aside_unrecorded_trials(sweep_uri: str, recorded: dict[str, str]) -> list[str]:
+def set_aside_unrecorded_trials(sweep_uri: str, recorded: dict[str, str], staging: list[str] = ()) -> list[str]:
     """A sweep killed just after a trial started leaves that trial's folder, but Tune's last saved state
     does not know the trial: the resumed sweep draws a new one in its place, and the old folder would
     stand beside the sweep's trials as one more (an empty TensorBoard run, no result). Such folders
-    move, whole, to `UNRECORDED/`; returns where they went."""
+    move, whole, to `UNRECORDED/`, in the sweep and in Tune's `staging` copies of it (which it would
+    upload again); returns where they went in the sweep."""
     fs, path = storage.fsspec_filesystem(sweep_uri)
+    copies = [(fs, path), *((fsspec_local(), root) for root in staging)]
+    names = sorted({folder.rstrip("/").rsplit("/", 1)[-1] for cfs, root in copies
+                    for folder in cfs.glob(f"{root}/trial_*") if cfs.isdir(folder)})
     moved = []
-    for folder in sorted(fs.glob(f"{path}/trial_*")):
-        name = folder.rstrip("/").rsplit("/", 1)[-1]
-        if name.removeprefix("trial_") in recorded or not fs.isdir(folder):
+    for name in names:
+        if name.removeprefix("trial_") in recorded:
             continue
-        target, n = f"{path}/{UNRECORDED}/{name}", 1
-        while fs.exists(target):
+        kept, n = name, 1
+        while any(cfs.exists(f"{root}/{UNRECORDED}/{kept}") for cfs, root in copies):
             n += 1
-            target = f"{path}/{UNRECORDED}/{name}_{n}"
-        fs.makedirs(f"{path}/{UNRECORDED}", exist_ok=True)
-        storage.retry(lambda f=folder, t=target: fs.mv(f, t, recursive=True), what=f"set aside {folder}")
-        moved.append(target)
+            kept = f"{name}_{n}"
+        for cfs, root in copies:
+            if cfs.isdir(f"{root}/{name}"):
+                cfs.makedirs(f"{root}/{UNRECORDED}", exist_ok=True)
+                storage.retry(lambda c=cfs, f=f"{root}/{name}", t=f"{root}/{UNRECORDED}/{kept}": c.mv(f, t, recursive=True),
+                              what=f"set aside {root}/{name}")
+        moved.append(f"{path}/{UNRECORDED}/{kept}")
     return moved
+
+
+def fsspec_local():
+    import fsspec
+
+    return fsspec.filesystem("file")
+
+
+def driver_staging_copies(sweep_uri: str) -> list[str]:
+    """Tune's working copies of this sweep on this node: its driver writes the trials' logs into
+    `<Ray session>/artifacts/<start>/<name>/driver_artifacts/` and uploads them to the sweep from there.
+    A resume on the cluster that ran the sweep reuses that copy (the restored trials keep it), so a cut
+    attempt's logs there would be appended to and uploaded again. The copy is known by the newest
+    saved state of the sweep, which it holds under the same name. [] when Ray runs no node here."""
+    import ray
+
+    fs, path = storage.fsspec_filesystem(sweep_uri)
+    newest = _newest_state(fs, path)
+    node = getattr(ray._private.worker, "_global_node", None)  # the driver's node, when connected
+    if not newest or node is None:
+        return []
+    name = newest.rsplit("/", 1)[-1]
+    experiment = path.rstrip("/").rsplit("/", 1)[-1]
+    artifacts = Path(node.get_session_dir_path(), "artifacts")
+    return sorted(str(state.parent) for state in artifacts.glob(f"*/{experiment}/driver_artifacts/{name}"))
 
 
 def Tune_can_restore(sweep_uri: str, filesystem) -> bool:  # noqa: N802 - Tuner.can_restore for a URI of ours
@@ -423,15 +462,21 @@ def Tune_can_restore(sweep_uri: str, filesystem) -> bool:  # noqa: N802 - Tuner.
 def recorded_trials(sweep_uri: str) -> dict[str, str]:
     """{trial id: status} as the sweep's last saved experiment state records them ({} before the first)."""
     fs, path = storage.fsspec_filesystem(sweep_uri)
-    states = sorted(fs.glob(f"{path}/experiment_state-*.json")) if fs.exists(path) else []
-    if not states:
+    newest = _newest_state(fs, path)
+    if not newest:
         return {}
-    document = json.loads(fs.cat_file(states[-1]))
+    document = json.loads(fs.cat_file(newest))
     out = {}
     for entry in document.get("trial_data", []):
         trial = json.loads(entry[0])
         out[trial["trial_id"]] = trial["status"]
     return out
+
+
+def _newest_state(fs, path: str) -> str:
+    """The sweep's last saved experiment state file ("" before the first)."""
+    states = sorted(fs.glob(f"{path}/experiment_state-*.json")) if fs.exists(path) else []
+    return states[-1] if states else ""
 
 
 def _tune_storage(uri: str):
