@@ -278,3 +278,59 @@ def test_a_resumed_sweep_re_runs_a_trial_its_optuna_study_already_finished(tmp_p
         search.on_trial_result("t1", result)
         search.on_trial_complete("t1", result)
     assert [t.value for t in optuna.load_study(study_name="ResumableOptunaSearch", storage=url).trials] == [0.5]
+
+
+def test_a_trial_the_study_finished_before_a_resume_re_runs_to_where_it_ended_whatever_asha_says(tmp_path):
+    """Seen in .ci/run: killed just after a trial completed its 6 epochs (complete in the study, running in
+    Tune's saved state), the resumed sweep ran it again and the fresh ASHA stopped the re-run at epoch 4:
+    the report's value for it (epoch 4) and the study's (epoch 6) differed. The re-run now ends where the
+    study says the earlier attempt ended; a trial the study never finished is ASHA's as before."""
+    import optuna
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+    from physiofm.platform.optuna_resume import TUNE_TRIAL_ID, ResumableASHA, ResumableOptunaSearch
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    search = ResumableOptunaSearch(space={"lr": tune.loguniform(1e-4, 1e-2)}, metric="validation_kappa", mode="max",
+                                   sampler=optuna.samplers.TPESampler(seed=0), study_name="demo",
+                                   storage=optuna.storages.RDBStorage(url))
+    for trial_id, epochs in (("ran_to_the_end", 6), ("stopped_at_2", 2)):  # the killed driver's session
+        search.suggest(trial_id)
+        for epoch in range(1, epochs + 1):
+            search.on_trial_result(trial_id, {"validation_kappa": 0.1 * epoch, "training_iteration": epoch})
+        search.on_trial_complete(trial_id, {"validation_kappa": 0.1 * epochs, "training_iteration": epochs})
+    search.suggest("never_finished")
+    study = optuna.load_study(study_name="demo", storage=url)
+    assert [t.user_attrs[TUNE_TRIAL_ID] for t in study.trials] == ["ran_to_the_end", "stopped_at_2", "never_finished"]
+
+    class Trial:  # what a scheduler reads of a trial
+        def __init__(self, trial_id):
+            self.trial_id = trial_id
+
+    def decisions(scheduler, trial_id: str, epochs: int) -> list[str]:
+        """The resumed session: a strong trial reports first, then `trial_id` re-runs from epoch 1."""
+        scheduler.set_search_properties("validation_kappa", "max")
+        strong, rerun = Trial("strong"), Trial(trial_id)
+        for t in (strong, rerun):
+            scheduler.on_trial_add(None, t)
+        for epoch in range(1, 7):
+            scheduler.on_trial_result(None, strong, {"validation_kappa": 0.9, "epoch": epoch, "training_iteration": epoch})
+        out = []
+        for epoch in range(1, epochs + 1):
+            out.append(scheduler.on_trial_result(None, rerun, {"validation_kappa": 0.1 * epoch, "epoch": epoch,
+                                                                "training_iteration": epoch}))
+            if out[-1] == TrialScheduler.STOP:
+                break
+        return out
+
+    asha = dict(time_attr="epoch", max_t=6, grace_period=1, reduction_factor=2)
+    assert decisions(ASHAScheduler(**asha), "ran_to_the_end", 6) == [TrialScheduler.STOP]  # cut at epoch 1
+    assert decisions(ResumableASHA(study_url=url, study_name="demo", **asha), "ran_to_the_end", 6) == [
+        TrialScheduler.CONTINUE] * 5 + [TrialScheduler.STOP]
+    assert decisions(ResumableASHA(study_url=url, study_name="demo", **asha), "stopped_at_2", 6) == [
+        TrialScheduler.CONTINUE, TrialScheduler.STOP]
+    assert decisions(ResumableASHA(study_url=url, study_name="demo", **asha), "never_finished", 6) == [
+        TrialScheduler.STOP]  # ASHA's own call
+    assert decisions(ResumableASHA(study_url=f"sqlite:///{tmp_path / 'none.db'}", study_name="demo", **asha),
+                     "ran_to_the_end", 6) == [TrialScheduler.STOP]  # no study yet: ASHA alone

@@ -317,7 +317,7 @@ def build_tuner(p: SweepPlan, data, max_concurrent: int, log: Log = print):
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import BasicVariantGenerator
 
-    from physiofm.platform.optuna_resume import ResumableOptunaSearch
+    from physiofm.platform.optuna_resume import ResumableASHA, ResumableOptunaSearch
     from physiofm.platform.sweep_trial import run_trial
 
     cfg, space = p.config, p.space
@@ -347,8 +347,11 @@ def build_tuner(p: SweepPlan, data, max_concurrent: int, log: Log = print):
         search = BasicVariantGenerator(random_state=cfg.seed)
     if cfg.scheduler == "asha":
         grace = min(space.asha.get("grace_period", 1), p.epochs)
-        scheduler = ASHAScheduler(time_attr="epoch", max_t=p.epochs, grace_period=grace,
-                                  reduction_factor=space.asha.get("reduction_factor", 2))
+        asha = dict(time_attr="epoch", max_t=p.epochs, grace_period=grace,
+                    reduction_factor=space.asha.get("reduction_factor", 2))
+        # with a study, a trial it finished before a resume re-runs to the same end (optuna_resume)
+        scheduler = (ResumableASHA(study_url=p.study_url, study_name=cfg.name, **asha) if cfg.search == "optuna"
+                     else ASHAScheduler(**asha))
     else:
         scheduler = FIFOScheduler()
     progress = progress_callback(cfg.num_samples, p.metric, p.epochs, space.searched, log)
