@@ -31,12 +31,26 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 )
 
 
+# Test files by what they cost on 2 cores (`pytest --durations=0`, slowest first). The suite runs on
+# two pytest-xdist workers, one file at a time each (`--dist loadfile`), in this order: the long
+# files start first and the short ones fill in at the end, so neither worker idles while the other
+# finishes a long file. A file not named here runs after these, in collection order.
+LONGEST_FIRST = (
+    "test_jobs_main", "test_platform_train", "test_method_jobs", "test_data_pipeline", "test_autoscaling",
+    "test_tune_sweep", "test_finetune_protocols", "test_benchmarks", "test_data_faults", "test_platform_recovery",
+    "test_method_data",
+)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
-    """A soak test is a slow test too: `-m "not slow"` leaves it out whatever -m the default has."""
+    """A soak test is a slow test too: `-m "not slow"` leaves it out whatever -m the default has.
+    Files then run longest first (LONGEST_FIRST); a file's tests stay together and in their order."""
     for item in items:
         if item.get_closest_marker("soak") and not item.get_closest_marker("slow"):
             item.add_marker(pytest.mark.slow)
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))
 
 
 def shared_path(*parts: str) -> Path:
