@@ -31,14 +31,16 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 )
 
 
-# Test files by what they cost on 2 cores (`pytest --durations=0`, slowest first). The suite runs on
-# two pytest-xdist workers, one file at a time each (`--dist loadfile`), in this order: the long
-# files start first and the short ones fill in at the end, so neither worker idles while the other
-# finishes a long file. A file not named here runs after these, in collection order.
+# Test files by what they cost on 2 cores (`pytest --durations=0`, summed per file, slowest first).
+# The suite runs on two pytest-xdist workers, one file at a time each (`--dist loadfile`), in this
+# order (`--no-loadscope-reorder`: xdist would otherwise start the files with the most tests first,
+# which are quick unit files): the long files start first and the short ones fill in at the end, so
+# neither worker idles while the other finishes a long file. A file not named here runs after these.
 LONGEST_FIRST = (
-    "test_jobs_main", "test_platform_train", "test_method_jobs", "test_data_pipeline", "test_autoscaling",
-    "test_tune_sweep", "test_finetune_protocols", "test_benchmarks", "test_data_faults", "test_platform_recovery",
-    "test_method_data",
+    "test_jobs_main", "test_platform_train", "test_data_pipeline", "test_finetune_protocols", "test_autoscaling",
+    "test_method_jobs", "test_benchmarks", "test_tune_sweep", "test_platform_recovery", "test_method_data",
+    "test_data_faults", "test_data_correctness", "test_data_job", "test_cluster", "test_data_splits",
+    "test_trainer_data",
 )
 
 
