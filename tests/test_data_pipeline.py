@@ -20,7 +20,7 @@ import ray
 from physiofm.data import bad_files, storage, synthetic
 from physiofm.data.corpus import CorpusLayout, read_manifest
 from physiofm.data.loader import corpus_info, read_windows, training_dataset
-from physiofm.data.pipeline import InputFile, list_inputs, prepare_corpus, process_file
+from physiofm.data.pipeline import INPUT_MIB_PER_WORKER, InputFile, list_inputs, prepare_corpus, process_file
 from physiofm.data.presets import Preset, get_preset
 
 EEG_OPTIONS = {"min_duration_s": 0, "trim_s": 0}  # short synthetic recordings, same recipe otherwise
@@ -152,10 +152,22 @@ def test_two_runs_give_bit_identical_windows(corpus, prepared, tmp_path, ray_loc
     output, _ = prepared
     again = tmp_path / "again"
     free = ray_local.available_resources().get("CPU", 0.0)
+    workers_before = file_workers_started()
     prepare_corpus([str(corpus)], str(again), preset="cbramod-eeg", preset_options=EEG_OPTIONS, files_per_commit=4)
     # its workers' CPUs are free again when it returns: a training run's corpus read follows at once
     assert ray_local.available_resources().get("CPU", 0.0) >= free, (ray_local.available_resources(), free)
+    # a few MiB of input: one worker, not one per CPU (a worker's start costs more than these files)
+    input_bytes = sum(f.stat().st_size for f in Path(corpus).rglob("*") if f.is_file())
+    assert input_bytes < INPUT_MIB_PER_WORKER * 2**20 and free == 2.0
+    assert file_workers_started() - workers_before == 1
     assert_same_windows(rows_by_key(read_windows(str(output)), ""), rows_by_key(read_windows(str(again)), ""))
+
+
+def file_workers_started() -> int:
+    """Pipeline workers (Ray Data actors) this cluster has started, live or dead."""
+    from ray.util.state import list_actors
+
+    return sum(a.class_name == "MapWorker(MapBatches(_FileWorker))" for a in list_actors(limit=10_000))
 
 
 class Interrupted(Exception):

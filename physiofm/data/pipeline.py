@@ -2,7 +2,7 @@
 sharded Parquet, account for every file in the manifest, and resume where a run stopped.
 
 One streaming Ray Data execution runs groups of files through a pool of workers (actors, one per
-CPU, libraries imported once); each task writes its windows into its own shards (`shards.py`) and
+CPU, fewer for a small input; libraries imported once); each task writes its windows into its own shards (`shards.py`) and
 returns the files' manifest rows, which the driver commits as they arrive (see `corpus.py`): no
 barrier between commits. Re-running skips committed recordings; a file that kills its worker is
 isolated among the files in flight and rejected with the error text.
@@ -177,6 +177,17 @@ class OutputStorageError(storage.StorageError):
     run stops, naming it; no recording is blamed, and running again resumes."""
 
 
+# A worker's start costs ~3 s of CPU (Python, Ray, the readers' imports), more than the ~1.5 s that
+# 16 MiB of files take to preprocess (ECG records ~10 ms per 120 KB, EEG ~75 ms per 1.7 MB): a small
+# input gets fewer workers than the cluster could hold, each taking a larger share.
+INPUT_MIB_PER_WORKER = 16
+
+
+def workers_for(items: list[InputFile]) -> int:
+    """The most workers worth starting for `items`: one per INPUT_MIB_PER_WORKER of input, at least one."""
+    return max(1, -(-sum(i.bytes for i in items) // (INPUT_MIB_PER_WORKER * MIB)))
+
+
 class _FileWorker:
     """A pipeline worker (a Ray actor, one per CPU): imports the readers once, then runs task after
     task. A task is a group of files; their windows go to the task's own shards, their manifest
@@ -246,7 +257,8 @@ def prepare_corpus(inputs: list[str], output: str, preset: str | Preset = "cbram
     `dashboard=True`), and only when a recording is left to do.
 
     One streaming execution: a pool of workers, one per `num_cpus` of the cluster (or of the CPUs
-    `plan_cpus()` gives once Ray is up: what an autoscaler can add, so that it adds them), each importing
+    `plan_cpus()` gives once Ray is up: what an autoscaler can add, so that it adds them) but no more
+    than one per `INPUT_MIB_PER_WORKER` MiB of input (a worker's start outweighs less), each importing
     the readers once, takes tasks of about `task_mb` MiB of input (at most `files_per_task` files,
     at least four tasks per worker) and writes their windows into its own shards of about
     `shard_mb`; the driver commits the manifest rows as tasks finish, every `files_per_commit`
@@ -480,6 +492,7 @@ class _Run:
         import ray
 
         groups = self._groups(items, per_task)
+        workers = min(self.pool, len(groups), workers_for(items))
         ray.get(self.tracker.reset.remote())
         execution = new_prefix()
         self.layout.record_execution(execution)  # before any shard of it exists: its files are ours to remove
@@ -493,7 +506,7 @@ class _Run:
             warnings.simplefilter("ignore", DeprecationWarning)
             dataset = dataset.map_batches(
                 _FileWorker, batch_size=None, num_cpus=self.num_cpus,
-                compute=ray.data.ActorPoolStrategy(size=min(self.pool, len(groups)), max_tasks_in_flight_per_actor=2),
+                compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=2),
                 max_restarts=0,
                 fn_constructor_kwargs={"preset": self.preset, "policy": self.policy, "options": self.options,
                                        "expected_shapes": self.expected, "tracker": self.tracker,
