@@ -2,10 +2,10 @@
 sharded Parquet, account for every file in the manifest, and resume where a run stopped.
 
 One streaming Ray Data execution runs groups of files through a pool of workers (actors, one per
-CPU, fewer for a small input; libraries imported once); each task writes its windows into its own shards (`shards.py`) and
-returns the files' manifest rows, which the driver commits as they arrive (see `corpus.py`): no
-barrier between commits. Re-running skips committed recordings; a file that kills its worker is
-isolated among the files in flight and rejected with the error text.
+CPU, fewer for a small input; libraries imported once); each task writes its windows into its own
+shards (`shards.py`) and returns the files' manifest rows, which the driver commits as they arrive
+(see `corpus.py`): no barrier between commits. Re-running skips committed recordings; a file that
+kills its worker is isolated among the files in flight and rejected with the error text.
 
 Ray Data's own checkpointing (`DataContext.checkpoint_config`, beta in Ray 2.60) was evaluated and
 not used: it filters rows of a Read operator by an id column that every output row carries and
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import posixpath
 import re
@@ -185,14 +186,14 @@ INPUT_MIB_PER_WORKER = 16
 
 def workers_for(items: list[InputFile]) -> int:
     """The most workers worth starting for `items`: one per INPUT_MIB_PER_WORKER of input, at least one."""
-    return max(1, -(-sum(i.bytes for i in items) // (INPUT_MIB_PER_WORKER * MIB)))
+    return max(1, math.ceil(sum(i.bytes for i in items) / (INPUT_MIB_PER_WORKER * MIB)))
 
 
 class _FileWorker:
-    """A pipeline worker (a Ray actor, one per CPU): imports the readers once, then runs task after
-    task. A task is a group of files; their windows go to the task's own shards, their manifest
-    rows are the task's output (the driver commits them). A `FileGuard` holds each file to the
-    budget's time limit and the worker's memory limit."""
+    """A pipeline worker (a Ray actor, one per CPU, fewer for a small input): imports the readers
+    once, then runs task after task. A task is a group of files; their windows go to the task's own
+    shards, their manifest rows are the task's output (the driver commits them). A `FileGuard` holds
+    each file to the budget's time limit and the worker's memory limit."""
 
     def __init__(self, preset: Preset, policy: storage.RetryPolicy, options: dict[str, Any], expected_shapes,
                  tracker, windows_uri: str, shard_bytes: int, chunk_bytes: int, execution: str = "",
